@@ -1,0 +1,58 @@
+# Tiny Transfer Learning: `make book` builds the HTML book, `make test` runs every test.
+# Both set everything up first (a .venv, the pinned packages, the vendored JavaScript).
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.PHONY: setup vendor browser book test lab strip clean
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+VENDORED := _build/extra/.vendored
+BOOK := _build/html/index.html
+# Everything the built pages depend on; a change to any of these rebuilds the book.
+BOOK_INPUTS := _config.yml _toc.yml requirements.txt $(shell find book ondevice kernels labs \
+	-type f \( -name '*.md' -o -name '*.ipynb' -o -name '*.py' -o -name '*.png' -o -name '*.svg' \) \
+	-not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' 2>/dev/null)
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+setup: $(INSTALLED)
+
+$(INSTALLED): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+vendor: $(VENDORED)
+
+$(VENDORED): js/package.json js/package-lock.json tools/vendor_js.py $(INSTALLED)
+	cd js && npm ci --no-audit --no-fund --loglevel=error
+	$(BIN)/python tools/vendor_js.py
+	touch $@
+
+browser:
+	bash tools/install_chromium.sh
+
+book: $(BOOK)
+
+$(BOOK): $(INSTALLED) $(VENDORED) $(BOOK_INPUTS) tools/build_book.py
+	$(BIN)/python tools/build_book.py
+	touch $@
+
+# Unit tests + nbval over book/ and labs/solutions/ (Triton in its interpreter) + the browser test.
+test: book browser
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+		--junitxml=_build/test-results.xml $(PYTEST_ARGS)
+
+lab: $(INSTALLED)
+	$(BIN)/jupyter lab $(ROOT_FLAG) --notebook-dir=.
+
+# Remove outputs from notebooks before committing (keeps the small outputs nbval compares).
+strip: $(INSTALLED)
+	$(BIN)/python tools/strip_outputs.py $$(git ls-files '*.ipynb')
+
+clean:
+	rm -rf _build js/node_modules .hypothesis
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

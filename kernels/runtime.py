@@ -1,0 +1,54 @@
+"""Where a kernel runs: Triton on CUDA, Triton's interpreter on CPU, or the plain-torch twin.
+
+Triton reads ``TRITON_INTERPRET`` once, when it is first imported, so the switch must be
+thrown before any ``import triton``. Importing :mod:`kernels` calls :func:`configure` first;
+notebooks reach it through :func:`ondevice.notebook.setup` (design.md §5 and §6).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+BACKENDS = ("triton", "torch")
+
+
+def configure() -> bool:
+    """Turn on Triton's CPU interpreter when no CUDA device exists; return whether it is on.
+
+    Does nothing when the caller already chose (``TRITON_INTERPRET`` is set) or when Triton
+    was already imported (then the choice is fixed and :func:`interpreter_enabled` reports it).
+    """
+    if "TRITON_INTERPRET" not in os.environ and "triton" not in sys.modules:
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    return interpreter_enabled()
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton runs kernels in its Python interpreter (on CPU tensors)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def choose_backend(x: torch.Tensor, backend: str | None) -> str:
+    """Pick ``"triton"`` or ``"torch"`` for tensor ``x``.
+
+    Default: Triton for CUDA tensors, Triton's interpreter for CPU tensors when it is on,
+    the plain-torch twin otherwise. ``backend`` forces one and must be one of :data:`BACKENDS`.
+    """
+    if backend is None:
+        if x.is_cuda or (x.device.type == "cpu" and interpreter_enabled()):
+            return "triton"
+        return "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "triton" and not x.is_cuda:
+        if x.device.type != "cpu" or not interpreter_enabled():
+            raise RuntimeError(
+                "backend='triton' needs a CUDA tensor, or a CPU tensor with TRITON_INTERPRET=1 "
+                "set before triton was first imported (import kernels first, or call "
+                "ondevice.notebook.setup())"
+            )
+    return backend
