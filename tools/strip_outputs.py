@@ -1,8 +1,8 @@
 """Strip notebooks for committing: no outputs except the small text outputs nbval compares.
 
 A code cell whose source contains ``# NBVAL_CHECK_OUTPUT`` keeps its plain-text and stream
-outputs (nbval, run with ``--nbval-lax``, compares exactly those); every other output, the
-execution counts and the saved widget state are removed. ``--check`` only reports notebooks
+outputs and its execution count (nbval, run with ``--nbval-lax``, compares exactly those
+outputs); every other output and execution count, and the saved widget state, are removed. ``--check`` only reports notebooks
 that would change (exit 1), which is what ``tests/test_repository.py`` uses.
 
 Usage: ``python tools/strip_outputs.py [--check] NOTEBOOK...``
@@ -24,7 +24,6 @@ def stripped(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
         keep = []
         if CHECK_MARK in cell.source:
             for out in cell.outputs:
@@ -35,10 +34,10 @@ def stripped(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                     if data:
                         out.data = data
                         out.metadata = {}
-                        if "execution_count" in out:
-                            out.execution_count = None
                         keep.append(out)
         cell.outputs = keep
+        if not keep:  # nbval rejects a cell with outputs but no execution count: keep it there
+            cell.execution_count = None
     return nb
 
 
