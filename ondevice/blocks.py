@@ -1,0 +1,224 @@
+"""Building blocks shared by the model zoo (design.md §4).
+
+Every model in :mod:`ondevice.models` is a :class:`ConvNet`: a stem, a flat ``blocks`` sequence,
+an optional final 1x1 conv, global average pooling and a classifier. Every conv that is followed
+by a norm lives in a :class:`ConvNormAct`, so code that needs "the norm after this conv" (TinyTL's
+GroupNorm swap, MobileTL's shift-only norms) finds it as ``unit.norm``.
+
+Activations are not in place (``inplace=False``): each layer's output is its own tensor, which
+keeps the memory accounting (what autograd saves) unambiguous and lets later chapters wrap or
+replace any layer without autograd version-counter surprises.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+Activation = Optional[Callable[[], nn.Module]]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` without going below 90 % of it.
+
+    This is the channel rounding of the MobileNetV2 / V3 reference implementations, e.g.
+    ``make_divisible(32 * 0.35) == 16`` and ``make_divisible(1280 * 1.4) == 1792``.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:  # never remove more than 10 % of the channels
+        rounded += divisor
+    return rounded
+
+
+class ConvNormAct(nn.Module):
+    """``conv`` (bias-free, "same" padding) -> ``norm`` (BatchNorm2d) -> ``act``.
+
+    ``activation`` is a module class or factory (``nn.ReLU6``, ``nn.Hardswish``, ...); ``None``
+    gives ``nn.Identity`` so that ``unit.act`` always exists.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        activation: Activation = nn.ReLU6,
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
+            groups=groups, bias=False,
+        )
+        self.norm = nn.BatchNorm2d(out_channels)
+        self.act = nn.Identity() if activation is None else activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation as in MobileNetV3 (Howard et al. 2019, §5.3).
+
+    Global average pool -> 1x1 conv ``fc1`` (with bias) -> ReLU -> 1x1 conv ``fc2`` (with bias)
+    -> Hard-sigmoid gate; the input is multiplied channel-wise by the gate.
+    """
+
+    def __init__(self, channels: int, squeeze_channels: int,
+                 activation: Activation = nn.ReLU, gate: Activation = nn.Hardsigmoid):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.act = activation()
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+        return x * scale
+
+
+class InvertedResidual(nn.Module):
+    """The inverted residual block (MBConv) of MobileNetV2, ProxylessNAS and MobileNetV3.
+
+    Sub-modules, in forward order (each a :class:`ConvNormAct` except ``se``):
+
+    - ``expand``: 1x1 conv ``in -> mid`` + norm + act; ``None`` when ``mid == in`` (expand ratio 1);
+    - ``depthwise``: kxk depthwise conv (stride ``stride``) + norm + act;
+    - ``se``: :class:`SqueezeExcite` on the ``mid`` channels, or ``None``;
+    - ``project``: 1x1 conv ``mid -> out`` + norm, no activation (``project.act`` is Identity).
+
+    The output is ``shortcut(x) + main_branch(x)`` when ``use_residual`` (stride 1 and
+    ``in == out``), else ``main_branch(x)``.
+
+    MobileTL's numbering of the norm layers (see :meth:`norm_layers`): **norm 1** =
+    ``expand.norm``, **norm 2** = ``depthwise.norm`` (both followed by an activation; MobileTL
+    trains only their shift), **norm 3** = ``project.norm`` (trained fully). A block without an
+    expansion conv has no norm 1.
+
+    The expanded width is ``mid_channels`` if given (MobileNetV3 tables list it), otherwise
+    ``round(in_channels * expand_ratio)``; ``expand_ratio`` is then ``mid / in``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        expand_ratio: float = 6.0,
+        *,
+        mid_channels: Optional[int] = None,
+        activation: Activation = nn.ReLU6,
+        se_channels: Optional[int] = None,
+    ):
+        super().__init__()
+        if mid_channels is None:
+            mid_channels = int(round(in_channels * expand_ratio))
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.mid_channels = mid_channels
+        self.kernel_size, self.stride = kernel_size, stride
+        self.expand_ratio = mid_channels / in_channels
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+        self.expand = (None if mid_channels == in_channels
+                       else ConvNormAct(in_channels, mid_channels, 1, activation=activation))
+        self.depthwise = ConvNormAct(mid_channels, mid_channels, kernel_size, stride,
+                                     groups=mid_channels, activation=activation)
+        self.se = None if se_channels is None else SqueezeExcite(mid_channels, se_channels)
+        self.project = ConvNormAct(mid_channels, out_channels, 1, activation=None)
+
+    def main_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The MBConv path without the shortcut (where TinyTL's lite residual is added next to)."""
+        out = x if self.expand is None else self.expand(x)
+        out = self.depthwise(out)
+        if self.se is not None:
+            out = self.se(out)
+        return self.project(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.main_branch(x)
+        return out + x if self.use_residual else out
+
+    def norm_layers(self) -> tuple[Optional[nn.Module], nn.Module, nn.Module]:
+        """MobileTL's (norm 1, norm 2, norm 3); norm 1 is ``None`` without an expansion conv."""
+        return (None if self.expand is None else self.expand.norm,
+                self.depthwise.norm, self.project.norm)
+
+
+class SkipBlock(nn.Module):
+    """ProxylessNAS's "skip" choice: the block is only its identity shortcut (no parameters).
+
+    It keeps the block attributes of :class:`InvertedResidual` so code can iterate over
+    ``model.blocks`` uniformly; ``use_residual`` is True (the output is the shortcut) and
+    ``kernel_size`` / ``expand_ratio`` are 0.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.in_channels = self.out_channels = self.mid_channels = channels
+        self.stride, self.kernel_size, self.expand_ratio = 1, 0, 0.0
+        self.use_residual = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class ConvNet(nn.Module):
+    """stem -> ``blocks`` (flat nn.Sequential) -> ``final_conv`` -> global avg pool -> classifier.
+
+    ``final_conv`` may be ``None`` (ResNet). ``classifier`` is an nn.Sequential whose last module
+    is the output :class:`nn.Linear` (:attr:`last_linear`). "Fine-tune the top K blocks" is
+    ``model.blocks[-K:]``.
+    """
+
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module],
+                 final_conv: Optional[nn.Module], classifier: nn.Sequential):
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.Sequential(*blocks)
+        self.final_conv = final_conv
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = classifier
+        init_weights(self)
+
+    @property
+    def last_linear(self) -> nn.Linear:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the output Linear with a fresh one with ``num_classes`` outputs (transfer)."""
+        old = self.last_linear
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device,
+                        dtype=old.weight.dtype)
+        init_weights(new)
+        self.classifier[-1] = new
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        if self.final_conv is not None:
+            x = self.final_conv(x)
+        return torch.flatten(self.pool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Reference initialisation: convs Kaiming-normal (fan out), norms 1 / 0, Linear N(0, 0.01)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
