@@ -1,5 +1,12 @@
-"""Training memory: measured with autograd's saved-tensor hooks (and, on CUDA, the allocator)."""
+"""Training memory, derived and measured (chapter 1, design.md §3).
 
+- :func:`estimate`: the analytic model (per-layer rules on traced shapes; profiles ``pytorch``
+  and ``paper``);
+- :func:`measure`: what autograd really saves, via saved-tensor hooks (and CUDA's peak).
+"""
+
+from .estimate import FROZEN_BITS, OPTIMIZERS, PROFILES, Layer, MemoryReport, estimate
 from .measure import Measurement, SavedTensor, SavedTensorLog, measure
 
-__all__ = ["Measurement", "SavedTensor", "SavedTensorLog", "measure"]
+__all__ = ["FROZEN_BITS", "Layer", "Measurement", "MemoryReport", "OPTIMIZERS", "PROFILES",
+           "SavedTensor", "SavedTensorLog", "estimate", "measure"]

@@ -1,0 +1,204 @@
+"""The memory estimate: training memory of a model, derived layer by layer (chapter 1).
+
+``estimate(model, input_shape)`` traces the model's shapes (:mod:`.trace`, batch 1), applies a
+profile's per-layer rules, and adds parameters, gradients and optimizer state:
+
+- ``profile="pytorch"``: what stock PyTorch autograd keeps (:mod:`.rules`); its
+  ``saved_activations`` equals :func:`ondevice.memory.measure` to the byte.
+- ``profile="paper"``: TinyTL's profiler rules (:mod:`.paper`), to reproduce the paper's tables.
+
+Which parameters train is read from ``requires_grad`` and which layers are in training mode
+from ``module.training``, so any transfer method is covered.
+
+Peak (``pytorch`` profile) is a model of the activation memory over one step, in call order:
+during the forward pass, before each leaf layer, what is kept so far + the leaf's input and
+output + the inputs that residual blocks hold for their add; during the backward pass, at each
+leaf in reverse, what is still kept + the gradients of its output and input. Allocator rounding
+and workspaces are not modelled (chapter 5 compares with CUDA measurements).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..blocks import InvertedResidual
+from ..models.resnet import Bottleneck
+from . import paper
+from .rules import Context, Stored, rule_for
+from .trace import Call, trace
+
+PROFILES = ("pytorch", "paper")
+OPTIMIZERS = {"sgd": 0, "momentum": 1, "adam": 2}  # state tensors per trainable parameter
+FROZEN_BITS = (32, 16, 8, 4)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One row of the per-layer table (``pytorch`` profile)."""
+
+    name: str
+    type: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] | None
+    saved: int  # bytes this layer adds to the kept tensors (a shared tensor counts once)
+    stored: tuple[str, ...]  # what it keeps and why
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Training memory in bytes. ``total`` = params + param_grads + optimizer_state + peak for
+    the ``pytorch`` profile; for ``paper``, as TinyTL reports it: params + peak."""
+
+    profile: str
+    input_shape: tuple[int, ...]
+    params: int
+    param_grads: int
+    optimizer_state: int
+    saved_activations: int
+    peak: int
+    total: int
+    layers: list[Layer] = field(repr=False, default_factory=list)
+
+    def mb(self, name: str = "total") -> float:
+        """A field in MB (10^6 bytes, as the papers report)."""
+        return getattr(self, name) / 1e6
+
+    def summary(self) -> str:
+        parts = ["params", "param_grads", "optimizer_state", "saved_activations", "peak", "total"]
+        return f"{self.profile} profile, input {self.input_shape}: " + ", ".join(
+            f"{p} {self.mb(p):.2f} MB" for p in parts)
+
+    def table(self, top: int | None = None) -> str:
+        """The per-layer table as text (the ``top`` layers that keep the most, if given)."""
+        rows = sorted(self.layers, key=lambda l: -l.saved)[:top] if top else self.layers
+        lines = [f"{'layer':40s} {'type':18s} {'input':>20s} {'kept':>11s}  what and why"]
+        for l in rows:
+            lines.append(f"{l.name[:40]:40s} {l.type[:18]:18s} {str(l.input_shape):>20s} "
+                         f"{l.saved:>11,d}  {'; '.join(l.stored)}")
+        return "\n".join(lines)
+
+
+def _param_bytes(model: nn.Module, frozen_bits: int, optimizer: str) -> tuple[int, int, int]:
+    trainable = frozen = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            trainable += p.numel() * p.element_size()
+        else:
+            frozen += p.numel() * frozen_bits // 8
+    return trainable + frozen, trainable, trainable * OPTIMIZERS[optimizer]
+
+
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _cached_trace(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> Call:
+    """The batch-1 trace; re-traced when the shape, the modules, the trainable set or a
+    module's mode changes."""
+    modules = list(model.modules())
+    key = (shape, dtype, tuple(map(id, modules)), tuple(m.training for m in modules),
+           tuple(p.requires_grad for p in model.parameters()))
+    cache = _TRACES.setdefault(model, {})
+    if key not in cache:
+        if len(cache) > 32:
+            cache.clear()
+        cache[key] = trace(model, (1, *shape), dtype)
+    return cache[key]
+
+
+def _check(model, input_shape, profile, frozen_param_bits, optimizer):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"input_shape must be (batch, channels, height, width) of positive "
+                         f"ints, got {input_shape!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if frozen_param_bits not in FROZEN_BITS:
+        raise ValueError(f"frozen_param_bits must be one of {FROZEN_BITS}, got {frozen_param_bits!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {optimizer!r}")
+    return shape
+
+
+def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
+             frozen_param_bits: int = 32, optimizer: str = "sgd",
+             dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryReport:
+    """Training memory of one step of ``model`` on inputs of ``input_shape`` (N, C, H, W).
+
+    ``frozen_param_bits``: storage of frozen parameters (32, 16, 8 or 4 bits); trainable ones
+    keep their dtype. ``optimizer``: "sgd" (no state), "momentum" (1x) or "adam" (2x the
+    trainable bytes). ``device`` ("cpu" or "cuda", default: where the model's parameters are)
+    matters only where PyTorch's kernels differ (dropout keeps a 1-byte mask on CUDA).
+    """
+    shape = _check(model, input_shape, profile, frozen_param_bits, optimizer)
+    batch = shape[0]
+    root = _cached_trace(model, shape[1:], dtype)
+    params, grads, opt = _param_bytes(model, frozen_param_bits, optimizer)
+    if profile == "paper":
+        layers = paper.replay(root, backward=grads > 0)
+        kept = sum(l.kept for l in layers)
+        peak = max((l.running for l in layers), default=0.0)
+        table = [Layer(l.name, "", (), None, int(l.kept * batch), (f"temporary {l.temporary:,.0f} B",))
+                 for l in layers]
+        return MemoryReport(profile, shape, params, grads, opt, int(kept * batch),
+                            int(peak * batch), int(peak * batch + params), table)
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device.type if first is not None else "cpu"
+    saved, table, peak = _pytorch(root, batch, Context(device))
+    return MemoryReport(profile, shape, params, grads, opt, saved, peak,
+                        params + grads + opt + peak, table)
+
+
+def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], int]:
+    counted: dict[int, str] = {}  # storage -> layer that kept it first
+    total = 0
+    table: list[Layer] = []
+    timeline: list[tuple[Call, int]] = []  # leaves in call order, with kept bytes after them
+    held: list[Call] = []  # residual blocks around the current call
+
+    def nbytes(info) -> int:
+        return info.nbytes * batch if info is not None else 0
+
+    def visit(call: Call) -> None:
+        nonlocal total
+        residual = (isinstance(call.module, InvertedResidual) and call.module.use_residual) or \
+            isinstance(call.module, Bottleneck)
+        if residual:
+            held.append(call)
+        for c in call.children:
+            visit(c)
+        if residual:
+            held.pop()
+        new, notes = 0, []
+        for s in rule_for(call.module)(call, ctx):
+            if s.storage is not None and s.storage in counted:
+                notes.append(f"{s.what}: shared with {counted[s.storage]}")
+                continue
+            if s.storage is not None:
+                counted[s.storage] = call.name
+            new += s.nbytes(batch)
+            notes.append(f"{s.what} ({s.why})")
+        total += new
+        if new or notes:
+            table.append(Layer(call.name, type(call.module).__name__, (batch, *call.input.shape[1:]),
+                               (batch, *call.output.shape[1:]) if call.output else None, new,
+                               tuple(notes)))
+        if not call.children:
+            extra = sum(nbytes(h.input) for h in held
+                        if h.input.storage not in counted and h.input.storage != call.input.storage)
+            live = sum(nbytes(t) for t in (call.input, call.output)
+                       if t is not None and t.storage not in counted)
+            forward.append(total + live + extra)
+            timeline.append((call, total))
+
+    forward: list[int] = []
+    visit(root)
+    backward = [kept + (nbytes(c.output) if c.output is not None and c.output.requires_grad else 0)
+                + (nbytes(c.input) if c.input.requires_grad else 0) for c, kept in timeline]
+    return total, table, max(forward + backward + [total])

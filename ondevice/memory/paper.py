@@ -1,0 +1,98 @@
+"""The ``paper`` profile: TinyTL's memory profiler rules, to reproduce the paper's tables.
+
+TinyTL (Cai et al., NeurIPS 2020) reports *theoretical* training memory computed by a profiler
+in its reference code. Its rules, per leaf layer at batch size 1 (design.md §3):
+
+- conv and linear keep their full input (32 bit) only if their weight trains; a norm layer keeps
+  its input only if its scale (gamma) trains; ReLU / ReLU6 / LeakyReLU keep 1 bit per element and
+  Sigmoid / Tanh / Hard-Swish / Hard-Sigmoid 32 bits whenever the network is trained at all;
+- the forward is replayed in order; before each leaf the running memory is that leaf's temporary
+  buffer (input + output for linear, input + output / groups for conv, input for norms and
+  activations) + everything kept so far + the input of the residual block it sits in; the peak
+  is the largest such value;
+- total = peak (batch 1) x batch size + parameter bytes (trainable 32 bit, frozen at
+  ``frozen_param_bits``); gradients and optimizer state are not counted.
+
+These rules are optimistic in two places the book points out: ReLU6 is charged 1 bit even when
+stock PyTorch keeps 32, and a norm with frozen gamma is charged nothing although its input
+gradient needs the normalized input.
+
+Against TinyTL's Table 2 (ProxylessNAS-Mobile, 224 px, batch 8, 102 classes, 8-bit frozen
+weights) these rules give FT-Last -3.8% and FT-Norm+Last -4.7%, but FT-Full -6.1% and TinyTL-B
+-6.7% (``tests/test_memory_estimate.py`` prints them). The rules make FT-Last and TinyTL-B differ
+only by the bias parameters (0.1 MB) where the paper reports 31 vs 32 MB, so the paper's
+configuration kept something these rules do not see; one candidate is that its baselines were
+profiled on the network with TinyTL's lite residual branches present. Open until that is settled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..blocks import InvertedResidual
+from ..models.resnet import Bottleneck
+from .trace import Call
+
+_CONV, _LINEAR = (nn.Conv2d,), (nn.Linear,)
+_NORM = (nn.BatchNorm2d, nn.GroupNorm)
+_ONE_BIT = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+_SMOOTH = (nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid)
+
+
+@dataclass(frozen=True)
+class PaperLayer:
+    name: str
+    kept: float  # bytes kept for backward, batch 1
+    temporary: float  # the leaf's temporary buffer, batch 1
+    running: float  # temporary + kept so far + residual input: the value the peak is taken over
+
+
+def _trains_weight(module: nn.Module) -> bool:
+    w = getattr(module, "weight", None)
+    return w is not None and w.requires_grad
+
+
+def _residual(call: Call) -> bool:
+    m = call.module
+    return (isinstance(m, InvertedResidual) and m.use_residual) or isinstance(m, Bottleneck)
+
+
+def replay(root: Call, backward: bool, act_bytes: float = 4.0) -> list[PaperLayer]:
+    """Replay the leaves of a batch-1 trace under the profiler's rules."""
+    layers: list[PaperLayer] = []
+    state = {"kept": 0.0, "residual": 0.0}
+
+    def visit(call: Call) -> None:
+        if _residual(call):
+            state["residual"] = call.input.numel * act_bytes
+        if not call.children:
+            leaf(call)
+        for c in call.children:
+            visit(c)
+        if _residual(call):
+            state["residual"] = 0.0  # as in the reference: reset, not restored
+
+    def leaf(call: Call) -> None:
+        m = call.module
+        x = call.input.numel * act_bytes
+        y = call.output.numel * act_bytes if call.output is not None else 0.0
+        if isinstance(m, _CONV):
+            kept, tmp = (x if _trains_weight(m) else 0.0), x + y // m.groups
+        elif isinstance(m, _LINEAR):
+            kept, tmp = (x if _trains_weight(m) else 0.0), x + y
+        elif isinstance(m, _NORM):
+            kept, tmp = (x if _trains_weight(m) else 0.0), x
+        elif isinstance(m, _ONE_BIT):
+            kept, tmp = (call.input.numel / 8 if backward else 0.0), x
+        elif isinstance(m, _SMOOTH):
+            kept, tmp = (x if backward else 0.0), x
+        else:
+            kept, tmp = 0.0, 0.0
+        running = tmp + state["kept"] + state["residual"]
+        state["kept"] += kept
+        layers.append(PaperLayer(call.name, kept, tmp, running))
+
+    visit(root)
+    return layers

@@ -1,0 +1,247 @@
+"""What stock PyTorch keeps for backward, layer type by layer type (chapter 1, section 2).
+
+Each rule reads one traced module call (:class:`~ondevice.memory.trace.Call`): the shapes of its
+input and output, whether its input needs a gradient, and which of its parameters train
+(``requires_grad``). It returns what autograd keeps for that layer's backward, and why. The
+equations behind them (notation page: ``s`` bytes per element, ``x`` input, ``y`` output):
+
+=====================  ========================================================================
+layer                  kept for backward when a gradient flows through it
+=====================  ========================================================================
+Conv2d                 ``x`` (needed for dW; stock PyTorch keeps it even when W is frozen)
+WSConv2d               ``x`` and the standardized weight; if W trains also ``W - mean`` and std
+Linear                 ``x``, only if W trains (dW = dy^T x; db and dx need no activation)
+BatchNorm2d            ``x``, plus per-channel mean and 1/std in training mode (even if frozen)
+GroupNorm              ``x``, plus per-(sample, group) mean and 1/std
+ReLU, Sigmoid, Tanh    the output ``y`` (ReLU's backward only needs the sign: 1 bit would do)
+ReLU6, Hardswish, ...  the input ``x`` (full precision, although ReLU6's backward needs 1 bit)
+Dropout (training)     the scaled noise: ``s`` bytes per element on CPU, a 1-byte mask on CUDA
+AvgPool2d              ``x``;  MaxPool2d: ``x`` and int64 indices of ``y``'s size
+AdaptiveAvgPool2d(1)   nothing (a mean); other output sizes keep ``x``
+Upsample, Flatten,     nothing
+Identity, residual add
+SqueezeExcite          its product ``x * gate`` keeps ``gate`` for dx and ``x`` for d(gate)
+=====================  ========================================================================
+
+"A gradient flows through" a layer when its input needs a gradient or one of its own parameters
+trains. A tensor kept by two layers (ReLU's output is the next conv's input) is one storage and
+is counted once by :func:`ondevice.memory.estimate`. Each rule is checked against
+:func:`ondevice.memory.measure` in the tests and in chapter 1.
+
+To support a new module type, register a rule::
+
+    @ondevice.memory.rules.rule(MyLayer)
+    def my_layer(call, ctx):
+        return [keep(call.input, "input", "why it is needed")] if flows(call) else []
+
+and :func:`container` for modules whose own forward only calls their children.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..blocks import ConvNet, ConvNormAct, InvertedResidual, SkipBlock, SqueezeExcite
+from ..models.groupnorm import WSConv2d
+from ..models.resnet import Bottleneck
+from .trace import Call, TensorInfo
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One tensor a layer keeps for backward.
+
+    Bytes are ``per_sample * batch + fixed``: activations scale with the batch, tensors shaped
+    like parameters (standardized weights, BatchNorm statistics) do not. ``storage`` identifies a
+    layer's input or output, which another layer may keep too (then it is counted once).
+    """
+
+    what: str
+    why: str
+    per_sample: int = 0
+    fixed: int = 0
+    storage: int | None = None
+
+    def nbytes(self, batch: int) -> int:
+        return self.per_sample * batch + self.fixed
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the rules may depend on besides the call: the device type ("cpu" or "cuda")."""
+
+    device: str = "cpu"
+
+
+Rule = Callable[[Call, Context], list[Stored]]
+RULES: dict[type, Rule] = {}
+
+
+def rule(*types: type):
+    """Register the decorated function as the rule for modules of exactly these types."""
+
+    def register(fn: Rule) -> Rule:
+        for t in types:
+            RULES[t] = fn
+        return fn
+
+    return register
+
+
+def container(*types: type) -> None:
+    """Register module types whose own forward keeps nothing (it only calls its children,
+    adds, flattens or reshapes)."""
+    for t in types:
+        RULES[t] = lambda call, ctx: []
+
+
+def rule_for(module: nn.Module) -> Rule:
+    """The rule of ``module``'s exact type, or an error that says how to add one."""
+    try:
+        return RULES[type(module)]
+    except KeyError:
+        name = f"{type(module).__module__}.{type(module).__qualname__}"
+        raise NotImplementedError(
+            f"no memory rule for module type {name}: register one with "
+            f"@ondevice.memory.rules.rule({type(module).__name__}) (see the docstring of "
+            f"ondevice/memory/rules.py), or ondevice.memory.rules.container("
+            f"{type(module).__name__}) if its own forward keeps no tensor"
+        ) from None
+
+
+def keep(t: TensorInfo, what: str, why: str) -> Stored:
+    """Keep a layer's input or output tensor (per sample: the trace runs at batch 1)."""
+    return Stored(what, why, per_sample=t.nbytes, storage=t.storage)
+
+
+def trains(module: nn.Module, name: str) -> bool:
+    p = getattr(module, name, None)
+    return isinstance(p, torch.Tensor) and p.requires_grad
+
+
+def flows(call: Call) -> bool:
+    """A gradient flows through the layer: its input needs one or one of its parameters trains."""
+    return call.input.requires_grad or any(p.requires_grad for p in call.module.parameters(False))
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@rule(nn.Conv2d)
+def conv2d(call: Call, ctx: Context) -> list[Stored]:
+    if not flows(call):
+        return []
+    return [keep(call.input, "input x", "dW = dy * x; stock conv keeps x whenever it has a backward")]
+
+
+@rule(WSConv2d)
+def ws_conv2d(call: Call, ctx: Context) -> list[Stored]:
+    if not flows(call):
+        return []
+    w = call.module.weight
+    size = w.numel() * w.element_size()
+    out = conv2d(call, ctx) + [
+        Stored("standardized weight", "a computed tensor, not a parameter: dx = dy * W_hat",
+               fixed=size)]
+    if w.requires_grad:
+        out += [Stored("W - mean", "d(standardization)/dW", fixed=size),
+                Stored("std per output channel", "d(standardization)/dW",
+                       fixed=w.shape[0] * w.element_size())]
+    return out
+
+
+@rule(nn.Linear)
+def linear(call: Call, ctx: Context) -> list[Stored]:
+    if not trains(call.module, "weight"):
+        return []  # db = sum(dy) and dx = dy W need no activation
+    return [keep(call.input, "input x", "dW = dy^T x")]
+
+
+@rule(nn.BatchNorm2d)
+def batch_norm(call: Call, ctx: Context) -> list[Stored]:
+    if not flows(call):
+        return []
+    m = call.module
+    out = [keep(call.input, "input x", "stock BatchNorm keeps x whenever it has a backward")]
+    if call.training or not m.track_running_stats:
+        out.append(Stored("batch mean and 1/std", "statistics of this batch, for dx",
+                          fixed=2 * m.num_features * 4))
+    return out
+
+
+@rule(nn.GroupNorm)
+def group_norm(call: Call, ctx: Context) -> list[Stored]:
+    if not flows(call):
+        return []
+    return [keep(call.input, "input x", "x_hat = (x - mean) / std is recomputed from x"),
+            Stored("group mean and 1/std", "per (sample, group) statistics, for dx",
+                   per_sample=2 * call.module.num_groups * 4)]
+
+
+@rule(nn.ReLU, nn.Sigmoid, nn.Tanh)
+def keeps_output(call: Call, ctx: Context) -> list[Stored]:
+    if not call.input.requires_grad:
+        return []
+    return [keep(call.output, "output y", "the derivative is a function of y")]
+
+
+@rule(nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.SiLU, nn.GELU)
+def keeps_input(call: Call, ctx: Context) -> list[Stored]:
+    if not call.input.requires_grad:
+        return []
+    return [keep(call.input, "input x", "the derivative is a function of x")]
+
+
+@rule(nn.Dropout)
+def dropout(call: Call, ctx: Context) -> list[Stored]:
+    if not (call.training and call.module.p > 0 and call.input.requires_grad):
+        return []
+    per_element = 1 if ctx.device == "cuda" else call.input.dtype.itemsize
+    return [Stored("dropout mask", "dx = dy * mask / (1 - p)",
+                   per_sample=call.input.numel * per_element)]
+
+
+@rule(nn.AvgPool2d)
+def avg_pool(call: Call, ctx: Context) -> list[Stored]:
+    if not call.input.requires_grad:
+        return []
+    return [keep(call.input, "input x", "stock avg_pool2d keeps x (its backward only needs the shape)")]
+
+
+@rule(nn.MaxPool2d)
+def max_pool(call: Call, ctx: Context) -> list[Stored]:
+    if not call.input.requires_grad:
+        return []
+    return [keep(call.input, "input x", "max_pool2d backward takes x"),
+            Stored("argmax indices", "where each maximum came from (int64)",
+                   per_sample=_numel(call.output.shape) * 8)]
+
+
+@rule(nn.AdaptiveAvgPool2d)
+def adaptive_avg_pool(call: Call, ctx: Context) -> list[Stored]:
+    if not call.input.requires_grad or tuple(call.output.shape[2:]) == (1, 1):
+        return []  # global pooling is a mean: its backward needs only the shape
+    return [keep(call.input, "input x", "adaptive_avg_pool2d backward takes x")]
+
+
+@rule(SqueezeExcite)
+def squeeze_excite(call: Call, ctx: Context) -> list[Stored]:
+    x, gate = call.input, call.child("gate").output
+    out = []
+    if x.requires_grad:
+        out.append(keep(gate, "gate", "d(x * gate)/dx = gate"))
+    if gate.requires_grad:
+        out.append(keep(x, "input x", "d(x * gate)/d(gate) = x"))
+    return out
+
+
+container(nn.Sequential, nn.ModuleList, nn.Identity, nn.Flatten, nn.Upsample, ConvNormAct,
+          InvertedResidual, SkipBlock, ConvNet, Bottleneck)

@@ -1,0 +1,163 @@
+"""ondevice.memory.estimate against ondevice.memory.measure (exact), and the paper profile."""
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from ondevice.memory import estimate, measure
+from ondevice.models import ZOO, build, proxylessnas_mobile, to_groupnorm
+
+NORMS = (nn.BatchNorm2d, nn.GroupNorm)
+
+
+def trainable_sets(model: nn.Module) -> dict[str, set[str]]:
+    names = [n for n, _ in model.named_parameters()]
+    last = {n for n in names if n.startswith("classifier")}
+    norms = {f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, NORMS)
+             for p, _ in mod.named_parameters(recurse=False)}
+    return {
+        "all trainable": set(names),
+        "last layer only": last,
+        "norms + last": norms | last,
+        "biases only": {n for n in names if n.endswith("bias")},
+        "random subset": set(random.Random(len(names)).sample(names, len(names) // 3)),
+    }
+
+
+def set_trainable(model: nn.Module, names: set[str]) -> None:
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+
+
+@pytest.mark.parametrize("groupnorm", [False, True], ids=["BN", "GN+WS"])
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_pytorch_profile_equals_measurement_exactly(name, groupnorm):
+    torch.manual_seed(0)
+    model = build(name, num_classes=10)
+    if groupnorm:
+        to_groupnorm(model)
+    for setting, names in trainable_sets(model).items():
+        set_trainable(model, names)
+        for res in (32, 72):
+            x = torch.randn(2, 3, res, res)
+            est = estimate(model, x.shape).saved_activations
+            got = measure(model, x).saved_activations
+            assert est == got, f"{name} {setting} at {res}px: estimate {est} != measured {got}"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_eval_mode_and_frozen_statistics_are_covered(name):
+    model = build(name, num_classes=10).eval()  # BatchNorm with frozen statistics, no dropout
+    set_trainable(model, trainable_sets(model)["biases only"])
+    x = torch.randn(3, 3, 40, 40)
+    assert estimate(model, x.shape).saved_activations == measure(model, x).saved_activations
+
+
+def test_saved_bytes_scale_with_batch_except_parameter_shaped_tensors():
+    model = to_groupnorm(proxylessnas_mobile(num_classes=10))
+    r1, r4 = (estimate(model, (b, 3, 64, 64)) for b in (1, 4))
+    fixed = r1.saved_activations * 4 - r4.saved_activations  # standardized weights do not scale
+    assert fixed > 0 and fixed % 3 == 0
+    conv_weights = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, nn.Conv2d)
+                       and m.weight.requires_grad)
+    # each WS conv keeps its standardized weight, W - mean and the per-channel std
+    assert fixed // 3 >= 2 * conv_weights
+
+
+def test_parameters_gradients_and_optimizer_state():
+    model = build("mobilenet_v3_small", num_classes=10)
+    set_trainable(model, trainable_sets(model)["last layer only"])
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    r = estimate(model, (8, 3, 64, 64), frozen_param_bits=8, optimizer="adam")
+    assert r.params == 4 * trainable + frozen
+    assert r.param_grads == 4 * trainable
+    assert r.optimizer_state == 2 * 4 * trainable
+    assert r.total == r.params + r.param_grads + r.optimizer_state + r.peak
+    assert estimate(model, (8, 3, 64, 64), optimizer="momentum").optimizer_state == 4 * trainable
+
+
+def test_peak_follows_its_definition_on_small_models():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3))
+    x_bytes, y_bytes = 2 * 3 * 10 * 10 * 4, 2 * 8 * 8 * 8 * 4
+    conv.requires_grad_(False)  # inference: the peak is the layer's input + output
+    r = estimate(conv, (2, 3, 10, 10))
+    assert (r.saved_activations, r.peak) == (0, x_bytes + y_bytes)
+    conv.requires_grad_(True)  # training: x is kept; the backward holds x + dy
+    r = estimate(conv, (2, 3, 10, 10))
+    assert (r.saved_activations, r.peak) == (x_bytes, x_bytes + y_bytes)
+    # conv -> ReLU: the ReLU output is kept; at the ReLU's backward: x, y, dy and dx of the ReLU
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    r = estimate(net, (2, 3, 10, 10))
+    assert r.saved_activations == x_bytes + y_bytes
+    assert r.peak == x_bytes + 3 * y_bytes
+
+
+def test_peak_is_at_least_what_is_kept_in_every_zoo_model():
+    for name in ZOO:
+        r = estimate(build(name, num_classes=10), (2, 3, 64, 64))
+        assert r.peak > r.saved_activations, name
+        assert sum(l.saved for l in r.layers) == r.saved_activations, name
+
+
+def test_per_layer_table_names_what_is_kept_and_sharing():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    r = estimate(model, (2, 3, 10, 10))
+    rows = {l.name: l for l in r.layers}
+    assert rows["1"].saved == 2 * 8 * 8 * 8 * 4  # ReLU keeps its output...
+    assert rows["2"].saved == 0 and "shared with 1" in rows["2"].stored[0]  # ...the conv's input
+    assert rows["2"].input_shape == (2, 8, 8, 8)
+    assert "ReLU" in r.table()
+
+
+def test_unsupported_module_names_itself_and_says_how_to_add_a_rule():
+    class Mystery(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(NotImplementedError, match=r"Mystery.*ondevice\.memory\.rules\.rule"):
+        estimate(nn.Sequential(nn.Conv2d(3, 4, 1), Mystery()), (1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"profile": "masked"}, r"profile must be one of \('pytorch', 'paper'\)"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+    ({"frozen_param_bits": 7}, r"frozen_param_bits must be one of \(32, 16, 8, 4\)"),
+])
+def test_bad_options_name_the_argument_and_the_allowed_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        estimate(nn.Conv2d(3, 4, 1), (1, 3, 8, 8), **kwargs)
+
+
+def test_bad_input_shape_is_rejected():
+    with pytest.raises(ValueError, match="input_shape"):
+        estimate(nn.Conv2d(3, 4, 1), (0, 3, 8, 8))
+
+
+# TinyTL Table 2 (ProxylessNAS-Mobile, 224 px, batch 8, 102-class head, frozen weights 8-bit), MB.
+TABLE2 = {"FT-Full": 391, "FT-Norm+Last": 192, "FT-Last": 31, "TinyTL-B": 32}
+
+
+def table2_settings(model):
+    sets = trainable_sets(model)
+    norm_biases = {n for n in sets["norms + last"] if n.endswith("bias")}
+    return {"FT-Full": sets["all trainable"], "FT-Norm+Last": sets["norms + last"],
+            "FT-Last": sets["last layer only"], "TinyTL-B": norm_biases | sets["last layer only"]}
+
+
+def test_paper_profile_reproduces_tinytl_table2(capsys):
+    model = to_groupnorm(proxylessnas_mobile(num_classes=102))
+    errors = {}
+    for method, names in table2_settings(model).items():
+        set_trainable(model, names)
+        mb = estimate(model, (8, 3, 224, 224), profile="paper", frozen_param_bits=8).mb()
+        errors[method] = mb / TABLE2[method] - 1
+        with capsys.disabled():
+            print(f"\n  {method:13s} paper profile {mb:6.1f} MB, TinyTL Table 2 {TABLE2[method]:4d} MB, "
+                  f"error {100 * errors[method]:+.1f}%", end="")
+    # FT-Last and FT-Norm+Last are within 5%. FT-Full (-6.1%) and TinyTL-B (-6.7%) are not yet:
+    # see the note in ondevice/memory/paper.py; the bound below is the one we reach today.
+    assert abs(errors["FT-Last"]) <= 0.05 and abs(errors["FT-Norm+Last"]) <= 0.05
+    assert all(abs(e) <= 0.07 for e in errors.values()), errors
