@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Activation = Optional[Callable[[], nn.Module]]
@@ -132,6 +133,8 @@ class InvertedResidual(nn.Module):
         self.se = None if se_channels is None else SqueezeExcite(mid_channels, se_channels)
         self.project = ConvNormAct(mid_channels, out_channels, 1, activation=None)
 
+        self.lite = None  # TinyTL's LiteResidual branch, set by ondevice.lite_residual
+
     def main_branch(self, x: torch.Tensor) -> torch.Tensor:
         """The MBConv path without the shortcut (where TinyTL's lite residual is added next to)."""
         out = x if self.expand is None else self.expand(x)
@@ -142,12 +145,52 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.main_branch(x)
+        if self.lite is not None:  # TinyTL: shortcut(x) + MBConv(x) + LiteResidual(x)
+            out = out + self.lite(x, out.shape[-2:])
         return out + x if self.use_residual else out
 
     def norm_layers(self) -> tuple[Optional[nn.Module], nn.Module, nn.Module]:
         """MobileTL's (norm 1, norm 2, norm 3); norm 1 is ``None`` without an expansion conv."""
         return (None if self.expand is None else self.expand.norm,
                 self.depthwise.norm, self.project.norm)
+
+
+class LiteResidual(nn.Module):
+    """TinyTL's lite residual branch (Cai et al., NeurIPS 2020, §3.2; design.md §4).
+
+    Runs next to an inverted residual block on the block's input ``x``, at half resolution and
+    without the 6x expansion, so its activations are small: ``pool`` (2x2 average) -> ``conv1``
+    (k x k, groups 2, the block's stride, ``mid`` channels) -> ``norm1`` -> ``act`` (ReLU) ->
+    ``conv2`` (1x1 to the block's output channels) -> ``final_norm`` (gamma starts at 0, so the
+    branch starts as a no-op) -> bilinear upsampling to the block's output size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int, kernel_size: int,
+                 stride: int, groups: int = 2, downsample: int = 2, groupnorm: bool = False):
+        super().__init__()
+        conv = nn.Conv2d
+        if groupnorm:  # match a network already converted by ondevice.models.to_groupnorm
+            from .models.groupnorm import WSConv2d, num_groups
+
+            conv = WSConv2d
+
+            def norm(c):
+                return nn.GroupNorm(num_groups(c), c)
+        else:
+            norm = nn.BatchNorm2d
+        self.pool = nn.AvgPool2d(downsample, downsample)
+        self.conv1 = conv(in_channels, mid_channels, kernel_size, stride, kernel_size // 2,
+                          groups=groups, bias=False)
+        self.norm1 = norm(mid_channels)
+        self.act = nn.ReLU()
+        self.conv2 = conv(mid_channels, out_channels, 1, bias=False)
+        self.final_norm = norm(out_channels)
+        init_weights(self)
+        nn.init.zeros_(self.final_norm.weight)
+
+    def forward(self, x: torch.Tensor, size) -> torch.Tensor:
+        out = self.final_norm(self.conv2(self.act(self.norm1(self.conv1(self.pool(x))))))
+        return F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class SkipBlock(nn.Module):

@@ -140,7 +140,7 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
     root = _cached_trace(model, shape[1:], dtype)
     params, grads, opt = _param_bytes(model, frozen_param_bits, optimizer)
     if profile == "paper":
-        layers = paper.replay(root, backward=grads > 0)
+        layers = paper.replay(root)
         kept = sum(l.kept for l in layers)
         peak = max((l.running for l in layers), default=0.0)
         table = [Layer(l.name, "", (), None, int(l.kept * batch), (f"temporary {l.temporary:,.0f} B",))

@@ -18,7 +18,7 @@ ReLU6, Hardswish, ...  the input ``x`` (full precision, although ReLU6's backwar
 Dropout (training)     the scaled noise: ``s`` bytes per element on CPU, a 1-byte mask on CUDA
 AvgPool2d              ``x``;  MaxPool2d: ``x`` and int64 indices of ``y``'s size
 AdaptiveAvgPool2d(1)   nothing (a mean); other output sizes keep ``x``
-Upsample, Flatten,     nothing
+Upsample, Flatten,     nothing (so a LiteResidual's bilinear upsampling keeps nothing)
 Identity, residual add
 SqueezeExcite          its product ``x * gate`` keeps ``gate`` for dx and ``x`` for d(gate)
 =====================  ========================================================================
@@ -45,7 +45,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..blocks import ConvNet, ConvNormAct, InvertedResidual, SkipBlock, SqueezeExcite
+from ..blocks import (ConvNet, ConvNormAct, InvertedResidual, LiteResidual, SkipBlock,
+                      SqueezeExcite)
 from ..models.groupnorm import WSConv2d
 from ..models.resnet import Bottleneck
 from .trace import Call, TensorInfo
@@ -244,4 +245,4 @@ def squeeze_excite(call: Call, ctx: Context) -> list[Stored]:
 
 
 container(nn.Sequential, nn.ModuleList, nn.Identity, nn.Flatten, nn.Upsample, ConvNormAct,
-          InvertedResidual, SkipBlock, ConvNet, Bottleneck)
+          InvertedResidual, LiteResidual, SkipBlock, ConvNet, Bottleneck)
