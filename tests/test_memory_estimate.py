@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from ondevice import methods
 from ondevice.lite_residual import add_lite_residuals
 from ondevice.memory import estimate, measure
 from ondevice.models import ZOO, build, proxylessnas_mobile, to_groupnorm
@@ -146,18 +147,15 @@ def tinytl_network():
     return to_groupnorm(add_lite_residuals(proxylessnas_mobile(num_classes=102)))
 
 
-def table2_settings(model):
-    sets = trainable_sets(model)
-    return {"FT-Full": sets["all trainable"], "FT-Norm+Last": sets["norms + last"],
-            "FT-Last": sets["last layer only"],
-            "TinyTL-B": sets["biases only"] | sets["last layer only"]}
+TABLE2_METHODS = {"FT-Full": "ft_full", "FT-Norm+Last": "ft_norm_last", "FT-Last": "ft_last",
+                  "TinyTL-B": "tinytl_b"}
 
 
 def test_paper_profile_reproduces_tinytl_table2(capsys):
     model = tinytl_network()
     errors = {}
-    for method, names in table2_settings(model).items():
-        set_trainable(model, names)
+    for method, name in TABLE2_METHODS.items():
+        methods.apply(model, name)
         mb = estimate(model, (8, 3, 224, 224), profile="paper", frozen_param_bits=8).mb()
         errors[method] = mb / TABLE2[method] - 1
         with capsys.disabled():
@@ -167,8 +165,7 @@ def test_paper_profile_reproduces_tinytl_table2(capsys):
 
 
 def test_paper_profile_ft_last_needs_no_backward_below_the_head():
-    model = tinytl_network()
-    set_trainable(model, trainable_sets(model)["last layer only"])
+    model = methods.apply(tinytl_network(), "ft_last")
     r = estimate(model, (1, 3, 224, 224), profile="paper", frozen_param_bits=8)
     head_input = 1280 * 4  # the classifier keeps its input; no 1-bit ReLU masks are charged
     assert r.saved_activations == head_input
