@@ -124,7 +124,7 @@ def test_unsupported_module_names_itself_and_says_how_to_add_a_rule():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"profile": "masked"}, r"profile must be one of \('pytorch', 'paper'\)"),
+    ({"profile": "exact"}, r"profile must be one of \('pytorch', 'paper', 'masked'\)"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of"),
     ({"frozen_param_bits": 7}, r"frozen_param_bits must be one of \(32, 16, 8, 4\)"),
 ])
@@ -179,3 +179,32 @@ def test_pytorch_profile_is_exact_with_lite_residuals():
         set_trainable(model, names)
         x = torch.randn(2, 3, 64, 64)
         assert estimate(model, x.shape).saved_activations == measure(model, x).saved_activations
+
+
+def test_masked_profile_keeps_one_bit_activations_and_nothing_for_frozen_layers():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 4, 1),
+                        nn.AvgPool2d(2))
+    shape = (2, 3, 10, 10)
+    act = 2 * 8 * 8 * 8  # elements of the ReLU6's input
+    net[0].requires_grad_(False)  # frozen stem: nothing below needs its input
+    net[1].eval().weight.requires_grad_(False)  # MobileTL's shift-only norm: frozen statistics
+    r = estimate(net, shape, profile="masked")
+    # the shift's gradient flows through ReLU6 (1 bit) and the affine norm (nothing); the
+    # trainable last conv keeps its input (the ReLU6 output)
+    assert r.saved_activations == 4 * act + act // 8
+    net[1].bias.requires_grad_(False)  # nothing below the last conv trains: no mask either
+    assert estimate(net, shape, profile="masked").saved_activations == 4 * act
+    net[1].bias.requires_grad_(True)
+    assert estimate(net, shape, profile="pytorch").saved_activations == 4 * act * 3 + 4 * 2 * 4 * 8 * 8
+    rows = {l.name: l for l in r.layers}
+    assert rows["2"].saved == act // 8 and "1-bit mask" in rows["2"].stored[0]
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_masked_profile_never_keeps_more_than_stock_pytorch(name):
+    model = to_groupnorm(build(name, num_classes=10))
+    for names in trainable_sets(model).values():
+        set_trainable(model, names)
+        masked, stock = (estimate(model, (2, 3, 64, 64), profile=p) for p in ("masked", "pytorch"))
+        assert masked.saved_activations <= stock.saved_activations
+        assert masked.peak <= stock.peak

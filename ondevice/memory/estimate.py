@@ -6,6 +6,8 @@ profile's per-layer rules, and adds parameters, gradients and optimizer state:
 - ``profile="pytorch"``: what stock PyTorch autograd keeps (:mod:`.rules`); its
   ``saved_activations`` equals :func:`ondevice.memory.measure` to the byte.
 - ``profile="paper"``: TinyTL's profiler rules (:mod:`.paper`), to reproduce the paper's tables.
+- ``profile="masked"``: what the math needs with 1-bit activation masks (:mod:`.rules`), the
+  target of the book's kernels; derived, and measured once the kernels exist (chapter 4).
 
 Which parameters train is read from ``requires_grad`` and which layers are in training mode
 from ``module.training``, so any transfer method is covered.
@@ -31,7 +33,7 @@ from . import paper
 from .rules import Context, Stored, rule_for
 from .trace import Call, trace
 
-PROFILES = ("pytorch", "paper")
+PROFILES = ("pytorch", "paper", "masked")
 OPTIMIZERS = {"sgd": 0, "momentum": 1, "adam": 2}  # state tensors per trainable parameter
 FROZEN_BITS = (32, 16, 8, 4)
 
@@ -51,7 +53,7 @@ class Layer:
 @dataclass(frozen=True)
 class MemoryReport:
     """Training memory in bytes. ``total`` = params + param_grads + optimizer_state + peak for
-    the ``pytorch`` profile; for ``paper``, as TinyTL reports it: params + peak."""
+    the ``pytorch`` and ``masked`` profiles; for ``paper``, as TinyTL reports it: params + peak."""
 
     profile: str
     input_shape: tuple[int, ...]
@@ -150,7 +152,7 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
     if device is None:
         first = next(model.parameters(), None)
         device = first.device.type if first is not None else "cpu"
-    saved, table, peak = _pytorch(root, batch, Context(device))
+    saved, table, peak = _pytorch(root, batch, Context(profile, device))
     return MemoryReport(profile, shape, params, grads, opt, saved, peak,
                         params + grads + opt + peak, table)
 

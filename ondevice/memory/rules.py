@@ -28,6 +28,14 @@ trains. A tensor kept by two layers (ReLU's output is the next conv's input) is 
 is counted once by :func:`ondevice.memory.estimate`. Each rule is checked against
 :func:`ondevice.memory.measure` in the tests and in chapter 1.
 
+The ``masked`` profile applies the same rules with the book's kernels in mind: what the math
+needs, with activations kept as 1-bit masks (chapter 4 writes the kernels that reach it). It
+differs from stock PyTorch in these layers: a conv or WS conv with a frozen weight keeps nothing
+(dx needs only the weight; a frozen standardized weight is a constant); BatchNorm with frozen
+statistics keeps nothing (an affine map); ReLU, ReLU6, Hardtanh, Hard-Sigmoid and LeakyReLU keep
+1 bit per element (exact), Hard-Swish 1 bit (MobileTL's approximation, chapter 3); pooling keeps
+only max-pool's indices. Until those kernels exist it is derived, not measured.
+
 To support a new module type, register a rule::
 
     @ondevice.memory.rules.rule(MyLayer)
@@ -66,16 +74,23 @@ class Stored:
     per_sample: int = 0
     fixed: int = 0
     storage: int | None = None
+    bits: int = 0  # per-sample bits of a packed mask (masked profile): ceil(bits * batch / 8) bytes
 
     def nbytes(self, batch: int) -> int:
-        return self.per_sample * batch + self.fixed
+        return self.per_sample * batch + self.fixed + -(-self.bits * batch // 8)
 
 
 @dataclass(frozen=True)
 class Context:
-    """What the rules may depend on besides the call: the device type ("cpu" or "cuda")."""
+    """What the rules may depend on besides the call: the profile ("pytorch" or "masked") and
+    the device type ("cpu" or "cuda")."""
 
+    profile: str = "pytorch"
     device: str = "cpu"
+
+    @property
+    def masked(self) -> bool:
+        return self.profile == "masked"
 
 
 Rule = Callable[[Call, Context], list[Stored]]
@@ -129,6 +144,11 @@ def flows(call: Call) -> bool:
     return call.input.requires_grad or any(p.requires_grad for p in call.module.parameters(False))
 
 
+def mask(t: TensorInfo, why: str) -> Stored:
+    """A 1-bit-per-element mask of ``t`` (masked profile)."""
+    return Stored("1-bit mask", why, bits=t.numel)
+
+
 def _numel(shape) -> int:
     n = 1
     for d in shape:
@@ -138,15 +158,15 @@ def _numel(shape) -> int:
 
 @rule(nn.Conv2d)
 def conv2d(call: Call, ctx: Context) -> list[Stored]:
-    if not flows(call):
-        return []
+    if not flows(call) or (ctx.masked and not trains(call.module, "weight")):
+        return []  # masked: a frozen conv's dx = conv_transpose(dy, W) needs only W
     return [keep(call.input, "input x", "dW = dy * x; stock conv keeps x whenever it has a backward")]
 
 
 @rule(WSConv2d)
 def ws_conv2d(call: Call, ctx: Context) -> list[Stored]:
-    if not flows(call):
-        return []
+    if not flows(call) or (ctx.masked and not trains(call.module, "weight")):
+        return []  # masked: a frozen standardized weight is a constant, like a parameter
     w = call.module.weight
     size = w.numel() * w.element_size()
     out = conv2d(call, ctx) + [
@@ -171,8 +191,11 @@ def batch_norm(call: Call, ctx: Context) -> list[Stored]:
     if not flows(call):
         return []
     m = call.module
+    frozen_statistics = not call.training and m.track_running_stats
+    if ctx.masked and frozen_statistics:
+        return []  # an affine map: dx = gamma / sqrt(running_var + eps) * dy
     out = [keep(call.input, "input x", "stock BatchNorm keeps x whenever it has a backward")]
-    if call.training or not m.track_running_stats:
+    if not frozen_statistics:
         out.append(Stored("batch mean and 1/std", "statistics of this batch, for dx",
                           fixed=2 * m.num_features * 4))
     return out
@@ -187,10 +210,23 @@ def group_norm(call: Call, ctx: Context) -> list[Stored]:
                    per_sample=2 * call.module.num_groups * 4)]
 
 
+# Activations whose backward the masked profile serves from 1 bit per element, and why.
+ONE_BIT = {
+    nn.ReLU: "the derivative is 1[y > 0]",
+    nn.ReLU6: "the derivative is 1[0 < x < 6]",
+    nn.Hardtanh: "the derivative is 1[min < x < max]",
+    nn.Hardsigmoid: "the derivative is 1[-3 < x < 3] / 6",
+    nn.LeakyReLU: "the derivative is 1 or the slope, by the sign of x",
+    nn.Hardswish: "approximated from 1 bit (MobileTL's surrogate, chapter 3)",
+}
+
+
 @rule(nn.ReLU, nn.Sigmoid, nn.Tanh)
 def keeps_output(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
+    if ctx.masked and type(call.module) in ONE_BIT:
+        return [mask(call.output, "the derivative is 1[y > 0]")]
     return [keep(call.output, "output y", "the derivative is a function of y")]
 
 
@@ -198,6 +234,8 @@ def keeps_output(call: Call, ctx: Context) -> list[Stored]:
 def keeps_input(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
+    if ctx.masked and type(call.module) in ONE_BIT:
+        return [mask(call.input, ONE_BIT[type(call.module)])]
     return [keep(call.input, "input x", "the derivative is a function of x")]
 
 
@@ -212,8 +250,8 @@ def dropout(call: Call, ctx: Context) -> list[Stored]:
 
 @rule(nn.AvgPool2d)
 def avg_pool(call: Call, ctx: Context) -> list[Stored]:
-    if not call.input.requires_grad:
-        return []
+    if not call.input.requires_grad or ctx.masked:
+        return []  # masked: its backward needs only the shape
     return [keep(call.input, "input x", "stock avg_pool2d keeps x (its backward only needs the shape)")]
 
 
@@ -221,14 +259,14 @@ def avg_pool(call: Call, ctx: Context) -> list[Stored]:
 def max_pool(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
-    return [keep(call.input, "input x", "max_pool2d backward takes x"),
-            Stored("argmax indices", "where each maximum came from (int64)",
+    kept = [] if ctx.masked else [keep(call.input, "input x", "max_pool2d backward takes x")]
+    return kept + [Stored("argmax indices", "where each maximum came from (int64)",
                    per_sample=_numel(call.output.shape) * 8)]
 
 
 @rule(nn.AdaptiveAvgPool2d)
 def adaptive_avg_pool(call: Call, ctx: Context) -> list[Stored]:
-    if not call.input.requires_grad or tuple(call.output.shape[2:]) == (1, 1):
+    if not call.input.requires_grad or ctx.masked or tuple(call.output.shape[2:]) == (1, 1):
         return []  # global pooling is a mean: its backward needs only the shape
     return [keep(call.input, "input x", "adaptive_avg_pool2d backward takes x")]
 

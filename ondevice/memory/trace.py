@@ -12,7 +12,7 @@ an estimate at a new resolution stays interactive. Nothing here looks at what au
 that is what :func:`ondevice.memory.measure` observes, and agreement between the two is the point.
 
 ``requires_grad`` follows autograd's rule: a result needs a gradient when any tensor argument
-(input or parameter) does. The trace runs with every module in eval mode, so that BatchNorm does
+(input or parameter) does. Parameters are swapped for shape-only tensors during the pass. The trace runs with every module in eval mode, so that BatchNorm does
 not update its statistics; each call records the module's own ``training`` flag from before.
 """
 
@@ -183,6 +183,13 @@ def _flatten(x, start_dim=0, end_dim=-1):
     return x.flatten(start_dim, end_dim)
 
 
+def _var_mean(x, dim=None, *args, keepdim=False, **kwargs):
+    dims = range(x.dim()) if dim is None else [d % x.dim() for d in _pair(dim, 1)]
+    shape = [1 if i in dims else n for i, n in enumerate(x.shape)] if keepdim else \
+        [n for i, n in enumerate(x.shape) if i not in dims]
+    return _new(x, shape), _new(x, shape)
+
+
 _RULES = {
     F.conv2d: _conv2d,
     F.linear: _linear,
@@ -195,10 +202,11 @@ _RULES = {
     torch.flatten: _flatten,
     torch.add: _elementwise,
     torch.mul: _elementwise,
+    torch.var_mean: _var_mean,
     **{f: _same_shape for f in (
         F.batch_norm, F.group_norm, F.layer_norm, F.relu, torch.relu, F.relu6, F.hardtanh,
         F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.silu, F.gelu,
-        F.leaky_relu, F.elu)},
+        F.leaky_relu, F.elu, torch.sqrt, torch.rsqrt)},
 }
 _RULES[F._max_pool2d] = _pool2d  # max_pool2d without indices
 
@@ -255,16 +263,21 @@ def trace(model: nn.Module, input_shape, dtype: torch.dtype = torch.float32) -> 
         out = output[0] if isinstance(output, (tuple, list)) else output
         stack.pop().output = out.info if isinstance(out, ShapeTensor) else None
 
+    # Parameters become shape-only too, so that parameter-side arithmetic (weight
+    # standardization) costs nothing; a result needs a gradient when its parameter does.
+    params = [(m, n, p) for m in names for n, p in m._parameters.items() if p is not None]
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
+        for m, n, p in params:
+            m._parameters[n] = ShapeTensor(p.shape, p.dtype, p.requires_grad)
         model.eval()
-        # Parameter-side arithmetic (weight standardization) runs for real, with autograd on:
-        # a standardized weight needs a gradient exactly when its parameter does.
         model(ShapeTensor(input_shape, dtype))
     finally:
         h1.remove()
         h2.remove()
+        for m, n, p in params:
+            m._parameters[n] = p
         for m, mode in modes.items():
             m.training = mode
     (top,) = root
