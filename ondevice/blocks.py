@@ -189,6 +189,11 @@ class LiteResidual(nn.Module):
         nn.init.zeros_(self.final_norm.weight)
 
     def forward(self, x: torch.Tensor, size) -> torch.Tensor:
+        if min(x.shape[-2:]) < self.pool.kernel_size:
+            raise ValueError(
+                f"a lite residual branch got a {x.shape[-2]}x{x.shape[-1]} feature map; it needs at "
+                f"least {self.pool.kernel_size}x{self.pool.kernel_size} (input resolution >= 64 "
+                f"for the zoo's stride-32 networks)")
         out = self.final_norm(self.conv2(self.act(self.norm1(self.conv1(self.pool(x))))))
         return F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
 

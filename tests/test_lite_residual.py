@@ -69,3 +69,9 @@ def test_bad_models_are_rejected_clearly():
     model = add_lite_residuals(proxylessnas_mobile())
     with pytest.raises(ValueError, match="already has lite residual"):
         add_lite_residuals(model)
+
+
+def test_too_small_feature_maps_get_a_clear_error():
+    model = add_lite_residuals(mobilenet_v2(num_classes=5))
+    with pytest.raises(ValueError, match="needs at least 2x2"):
+        model(torch.randn(2, 3, 32, 32))
