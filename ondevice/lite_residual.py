@@ -3,8 +3,10 @@
 Every inverted residual block except the first gets a :class:`~ondevice.blocks.LiteResidual`
 branch on its input. As in TinyTL's reference code, the branch's kernel size is chosen from a
 nominal resolution that starts at 128 and is halved by each block's stride: the branch runs at
-half of it, with kernel 5, or the largest odd kernel that fits (3 in the late stages; 1x1 and no
-pooling would be needed below 2x2, which ProxylessNAS-Mobile and MobileNetV2 never reach).
+half of it, with kernel 5, or the largest odd kernel that fits (3 in the late stages).
+
+The branch pools 2x2, so every feature map it sees must be at least 2x2: for the zoo's stride-32
+networks the input resolution must be at least 64 px (a clear error says so otherwise).
 """
 
 from __future__ import annotations

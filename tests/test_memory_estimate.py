@@ -208,3 +208,42 @@ def test_masked_profile_never_keeps_more_than_stock_pytorch(name):
         masked, stock = (estimate(model, (2, 3, 64, 64), profile=p) for p in ("masked", "pytorch"))
         assert masked.saved_activations <= stock.saved_activations
         assert masked.peak <= stock.peak
+
+
+def test_masked_batchnorm_with_frozen_statistics_keeps_x_when_gamma_trains():
+    net = nn.Sequential(nn.Conv2d(3, 6, 1).requires_grad_(False), nn.BatchNorm2d(6)).eval()
+    net[1].bias.requires_grad_(False)
+    assert estimate(net, (2, 3, 8, 8), profile="masked").saved_activations == 2 * 6 * 8 * 8 * 4
+    net[1].weight.requires_grad_(False)
+    net[1].bias.requires_grad_(True)  # shift only: an affine map, d(beta) = sum(dy)
+    assert estimate(net, (2, 3, 8, 8), profile="masked").saved_activations == 0
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm2d(8), nn.GroupNorm(2, 8)])
+def test_masked_norm_with_only_its_shift_training_keeps_nothing(norm):
+    net = nn.Sequential(nn.Conv2d(3, 8, 1).requires_grad_(False), norm)
+    norm.weight.requires_grad_(False)
+    assert estimate(net, (2, 3, 8, 8), profile="masked").saved_activations == 0
+    assert estimate(net, (2, 3, 8, 8)).saved_activations == measure(net, torch.randn(2, 3, 8, 8)).saved_activations > 0
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm2d(6), nn.GroupNorm(3, 6)])
+def test_norm_statistics_take_the_input_dtype_on_cpu(norm):
+    x = torch.randn(2, 6, 8, 8, dtype=torch.bfloat16)
+    norm = norm.to(torch.bfloat16)
+    assert estimate(norm, x.shape, dtype=torch.bfloat16, input_requires_grad=True).saved_activations \
+        == measure(norm, x.requires_grad_()).saved_activations
+
+
+@pytest.mark.parametrize("layer", [nn.AdaptiveAvgPool2d(2), nn.BatchNorm2d(3, affine=False), nn.ReLU6()])
+def test_an_input_that_needs_a_gradient_is_modelled(layer):
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    assert estimate(layer, x.shape, input_requires_grad=True).saved_activations \
+        == measure(layer, x).saved_activations > 0
+
+
+def test_paper_profile_table_names_layer_types_and_shapes():
+    model = build("mobilenet_v2", num_classes=10)
+    rows = estimate(model, (4, 3, 64, 64), profile="paper").layers
+    assert rows[0].type == "Conv2d" and rows[0].input_shape == (4, 3, 64, 64)
+    assert sum(r.saved for r in rows) == pytest.approx(estimate(model, (4, 3, 64, 64), profile="paper").saved_activations, abs=len(rows))

@@ -97,17 +97,18 @@ def _param_bytes(model: nn.Module, frozen_bits: int, optimizer: str) -> tuple[in
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _cached_trace(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> Call:
+def _cached_trace(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
+                  input_requires_grad: bool) -> Call:
     """The batch-1 trace; re-traced when the shape, the modules, the trainable set or a
     module's mode changes."""
     modules = list(model.modules())
-    key = (shape, dtype, tuple(map(id, modules)), tuple(m.training for m in modules),
+    key = (shape, dtype, input_requires_grad, tuple(map(id, modules)), tuple(m.training for m in modules),
            tuple(p.requires_grad for p in model.parameters()))
     cache = _TRACES.setdefault(model, {})
     if key not in cache:
         if len(cache) > 32:
             cache.clear()
-        cache[key] = trace(model, (1, *shape), dtype)
+        cache[key] = trace(model, (1, *shape), dtype, input_requires_grad)
     return cache[key]
 
 
@@ -129,24 +130,28 @@ def _check(model, input_shape, profile, frozen_param_bits, optimizer):
 
 def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
              frozen_param_bits: int = 32, optimizer: str = "sgd",
-             dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryReport:
+             dtype: torch.dtype = torch.float32, device: str | None = None,
+             input_requires_grad: bool = False) -> MemoryReport:
     """Training memory of one step of ``model`` on inputs of ``input_shape`` (N, C, H, W).
 
     ``frozen_param_bits``: storage of frozen parameters (32, 16, 8 or 4 bits); trainable ones
     keep their dtype. ``optimizer``: "sgd" (no state), "momentum" (1x) or "adam" (2x the
     trainable bytes). ``device`` ("cpu" or "cuda", default: where the model's parameters are)
     matters only where PyTorch's kernels differ (dropout keeps a 1-byte mask on CUDA).
+    ``input_requires_grad``: whether the input itself needs a gradient (for a model that is a
+    part of a larger network); images do not.
     """
     shape = _check(model, input_shape, profile, frozen_param_bits, optimizer)
     batch = shape[0]
-    root = _cached_trace(model, shape[1:], dtype)
+    root = _cached_trace(model, shape[1:], dtype, input_requires_grad)
     params, grads, opt = _param_bytes(model, frozen_param_bits, optimizer)
     if profile == "paper":
         layers = paper.replay(root)
         kept = sum(l.kept for l in layers)
         peak = max((l.running for l in layers), default=0.0)
-        table = [Layer(l.name, "", (), None, int(l.kept * batch), (f"temporary {l.temporary:,.0f} B",))
-                 for l in layers]
+        table = [Layer(l.call.name, type(l.call.module).__name__, _batched(l.call.input, batch),
+                       _batched(l.call.output, batch), int(l.kept * batch),
+                       (f"temporary buffer {l.temporary * batch:,.0f} B",)) for l in layers]
         return MemoryReport(profile, shape, params, grads, opt, int(kept * batch),
                             int(peak * batch), int(peak * batch + params), table)
     if device is None:
@@ -155,6 +160,11 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
     saved, table, peak = _pytorch(root, batch, Context(profile, device))
     return MemoryReport(profile, shape, params, grads, opt, saved, peak,
                         params + grads + opt + peak, table)
+
+
+def _batched(info, batch: int):
+    """A traced (batch-1) shape with the real batch size."""
+    return None if info is None else (batch, *info.shape[1:])
 
 
 def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], int]:
@@ -188,9 +198,8 @@ def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], in
             notes.append(f"{s.what} ({s.why})")
         total += new
         if new or notes:
-            table.append(Layer(call.name, type(call.module).__name__, (batch, *call.input.shape[1:]),
-                               (batch, *call.output.shape[1:]) if call.output else None, new,
-                               tuple(notes)))
+            table.append(Layer(call.name, type(call.module).__name__, _batched(call.input, batch),
+                               _batched(call.output, batch), new, tuple(notes)))
         if not call.children:
             extra = sum(nbytes(h.input) for h in held
                         if h.input.storage not in counted and h.input.storage != call.input.storage)

@@ -42,7 +42,7 @@ _SMOOTH = (nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid)
 
 @dataclass(frozen=True)
 class PaperLayer:
-    name: str
+    call: Call
     kept: float  # bytes kept for backward, batch 1
     temporary: float  # the leaf's temporary buffer, batch 1
     running: float  # temporary + kept so far + residual input: the value the peak is taken over
@@ -97,7 +97,7 @@ def replay(root: Call, act_bytes: float = 4.0) -> list[PaperLayer]:
             kept, tmp = 0.0, 0.0
         running = tmp + state["kept"] + state["residual"]
         state["kept"] += kept
-        layers.append(PaperLayer(call.name, kept, tmp, running))
+        layers.append(PaperLayer(call, kept, tmp, running))
 
     visit(root)
     return layers

@@ -32,7 +32,8 @@ The ``masked`` profile applies the same rules with the book's kernels in mind: w
 needs, with activations kept as 1-bit masks (chapter 4 writes the kernels that reach it). It
 differs from stock PyTorch in these layers: a conv or WS conv with a frozen weight keeps nothing
 (dx needs only the weight; a frozen standardized weight is a constant); BatchNorm with frozen
-statistics keeps nothing (an affine map); ReLU, ReLU6, Hardtanh, Hard-Sigmoid and LeakyReLU keep
+statistics keeps x only if gamma trains (otherwise it is an affine map); a norm whose shift alone
+trains, with no gradient for its input, keeps nothing (d(beta) = sum(dy)); ReLU, ReLU6, Hardtanh, Hard-Sigmoid and LeakyReLU keep
 1 bit per element (exact), Hard-Swish 1 bit (MobileTL's approximation, chapter 3); pooling keeps
 only max-pool's indices. Until those kernels exist it is derived, not measured.
 
@@ -186,28 +187,44 @@ def linear(call: Call, ctx: Context) -> list[Stored]:
     return [keep(call.input, "input x", "dW = dy^T x")]
 
 
+def _stat_bytes(call: Call, ctx: Context, norm: str) -> int:
+    """Bytes per saved statistic: the input's dtype on CPU (measured: 2 for bfloat16); on CUDA
+    BatchNorm keeps float32 statistics for 16-bit inputs (not yet measured here)."""
+    size = call.input.dtype.itemsize
+    return max(size, 4) if ctx.device == "cuda" and norm == "batch" else size
+
+
+def _masked_norm_needs_input(call: Call) -> bool:
+    """What the math needs from a norm: x (to recompute x-hat) for d(gamma) or for dx."""
+    return trains(call.module, "weight") or call.input.requires_grad
+
+
 @rule(nn.BatchNorm2d)
 def batch_norm(call: Call, ctx: Context) -> list[Stored]:
     if not flows(call):
         return []
     m = call.module
     frozen_statistics = not call.training and m.track_running_stats
-    if ctx.masked and frozen_statistics:
-        return []  # an affine map: dx = gamma / sqrt(running_var + eps) * dy
+    if ctx.masked:
+        if frozen_statistics:  # an affine map: dx = gamma / sqrt(running_var + eps) * dy
+            return [keep(call.input, "input x", "d(gamma) = sum(dy * x_hat)")] \
+                if trains(m, "weight") else []
+        if not _masked_norm_needs_input(call):
+            return []  # only beta trains: d(beta) = sum(dy)
     out = [keep(call.input, "input x", "stock BatchNorm keeps x whenever it has a backward")]
     if not frozen_statistics:
         out.append(Stored("batch mean and 1/std", "statistics of this batch, for dx",
-                          fixed=2 * m.num_features * 4))
+                          fixed=2 * m.num_features * _stat_bytes(call, ctx, "batch")))
     return out
 
 
 @rule(nn.GroupNorm)
 def group_norm(call: Call, ctx: Context) -> list[Stored]:
-    if not flows(call):
-        return []
+    if not flows(call) or (ctx.masked and not _masked_norm_needs_input(call)):
+        return []  # masked: only beta trains and x needs no gradient: d(beta) = sum(dy)
     return [keep(call.input, "input x", "x_hat = (x - mean) / std is recomputed from x"),
             Stored("group mean and 1/std", "per (sample, group) statistics, for dx",
-                   per_sample=2 * call.module.num_groups * 4)]
+                   per_sample=2 * call.module.num_groups * _stat_bytes(call, ctx, "group"))]
 
 
 # Activations whose backward the masked profile serves from 1 bit per element, and why.

@@ -241,7 +241,8 @@ class Call:
             yield from c.walk()
 
 
-def trace(model: nn.Module, input_shape, dtype: torch.dtype = torch.float32) -> Call:
+def trace(model: nn.Module, input_shape, dtype: torch.dtype = torch.float32,
+          input_requires_grad: bool = False) -> Call:
     """Run ``model`` on a :class:`ShapeTensor` of ``input_shape``; return the root :class:`Call`."""
     names = {m: n for n, m in model.named_modules()}
     modes = {m: m.training for m in names}
@@ -272,7 +273,7 @@ def trace(model: nn.Module, input_shape, dtype: torch.dtype = torch.float32) -> 
         for m, n, p in params:
             m._parameters[n] = ShapeTensor(p.shape, p.dtype, p.requires_grad)
         model.eval()
-        model(ShapeTensor(input_shape, dtype))
+        model(ShapeTensor(input_shape, dtype, input_requires_grad))
     finally:
         h1.remove()
         h2.remove()
