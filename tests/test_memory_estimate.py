@@ -8,6 +8,7 @@ from torch import nn
 
 from ondevice import methods
 from ondevice.lite_residual import add_lite_residuals
+from ondevice.memory import PROFILES as PROFILE_NAMES
 from ondevice.memory import estimate, measure
 from ondevice.models import ZOO, build, proxylessnas_mobile, to_groupnorm
 
@@ -247,3 +248,19 @@ def test_paper_profile_table_names_layer_types_and_shapes():
     rows = estimate(model, (4, 3, 64, 64), profile="paper").layers
     assert rows[0].type == "Conv2d" and rows[0].input_shape == (4, 3, 64, 64)
     assert sum(r.saved for r in rows) == pytest.approx(estimate(model, (4, 3, 64, 64), profile="paper").saved_activations, abs=len(rows))
+
+
+def test_estimate_creates_no_reference_cycles():
+    import gc
+
+    model = methods.apply(tinytl_network(), "tinytl_lb")
+    estimate(model, (8, 3, 96, 96))
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for profile in PROFILE_NAMES:
+            estimate(model, (2, 3, 128, 128), profile=profile)
+        assert gc.collect() == 0, "cyclic garbage makes interactive updates pause"
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

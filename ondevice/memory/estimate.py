@@ -210,6 +210,7 @@ def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], in
 
     forward: list[int] = []
     visit(root)
+    del visit  # a recursive closure is a reference cycle: drop it so no GC pause is needed
     backward = [kept + (nbytes(c.output) if c.output is not None and c.output.requires_grad else 0)
                 + (nbytes(c.input) if c.input.requires_grad else 0) for c, kept in timeline]
     return total, table, max(forward + backward + [total])
