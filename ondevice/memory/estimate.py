@@ -84,9 +84,19 @@ class MemoryReport:
         return "\n".join(lines)
 
 
-def _param_bytes(model: nn.Module, frozen_bits: int, optimizer: str) -> tuple[int, int, int]:
+def _parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
+    """The distinct parameters of ``modules`` (one walk of the module tree serves everything)."""
+    seen: dict[int, nn.Parameter] = {}
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None:
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def _param_bytes(params: list[nn.Parameter], frozen_bits: int, optimizer: str) -> tuple[int, int, int]:
     trainable = frozen = 0
-    for p in model.parameters():
+    for p in params:
         if p.requires_grad:
             trainable += p.numel() * p.element_size()
         else:
@@ -97,13 +107,12 @@ def _param_bytes(model: nn.Module, frozen_bits: int, optimizer: str) -> tuple[in
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _cached_trace(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
-                  input_requires_grad: bool) -> Call:
+def _cached_trace(model: nn.Module, modules: list[nn.Module], params: list[nn.Parameter],
+                  shape: tuple[int, ...], dtype: torch.dtype, input_requires_grad: bool) -> Call:
     """The batch-1 trace; re-traced when the shape, the modules, the trainable set or a
     module's mode changes."""
-    modules = list(model.modules())
-    key = (shape, dtype, input_requires_grad, tuple(map(id, modules)), tuple(m.training for m in modules),
-           tuple(p.requires_grad for p in model.parameters()))
+    key = (shape, dtype, input_requires_grad, tuple(map(id, modules)),
+           tuple(m.training for m in modules), tuple(p.requires_grad for p in params))
     cache = _TRACES.setdefault(model, {})
     if key not in cache:
         if len(cache) > 32:
@@ -143,8 +152,10 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
     """
     shape = _check(model, input_shape, profile, frozen_param_bits, optimizer)
     batch = shape[0]
-    root = _cached_trace(model, shape[1:], dtype, input_requires_grad)
-    params, grads, opt = _param_bytes(model, frozen_param_bits, optimizer)
+    modules = list(model.modules())
+    parameters = _parameters(modules)
+    root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad)
+    params, grads, opt = _param_bytes(parameters, frozen_param_bits, optimizer)
     if profile == "paper":
         layers = paper.replay(root)
         kept = sum(l.kept for l in layers)
@@ -155,8 +166,7 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
         return MemoryReport(profile, shape, params, grads, opt, int(kept * batch),
                             int(peak * batch), int(peak * batch + params), table)
     if device is None:
-        first = next(model.parameters(), None)
-        device = first.device.type if first is not None else "cpu"
+        device = parameters[0].device.type if parameters else "cpu"
     saved, table, peak = _pytorch(root, batch, Context(profile, device))
     return MemoryReport(profile, shape, params, grads, opt, saved, peak,
                         params + grads + opt + peak, table)
@@ -167,18 +177,41 @@ def _batched(info, batch: int):
     return None if info is None else (batch, *info.shape[1:])
 
 
-def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], int]:
+@dataclass
+class _Compiled:
+    """A trace under one profile's rules, ready to be evaluated at any batch size.
+
+    ``kept``: the tensors kept for backward, each counted once, in call order. ``rows``: the
+    per-layer table as (call, slice of ``kept`` it added, notes). ``points``: the moments the
+    peak is taken over, as (number of ``kept`` tensors held, live bytes per sample).
+    """
+
+    kept: list[Stored]
+    rows: list[tuple[Call, int, int, tuple[str, ...]]]
+    points: list[tuple[int, int]]
+
+    def at(self, batch: int) -> tuple[int, list[Layer], int]:
+        held = [0]
+        for s in self.kept:
+            held.append(held[-1] + s.nbytes(batch))
+        table = [Layer(call.name, type(call.module).__name__, _batched(call.input, batch),
+                       _batched(call.output, batch), held[end] - held[start], notes)
+                 for call, start, end, notes in self.rows]
+        peak = max([held[k] + live * batch for k, live in self.points] + [held[-1]])
+        return held[-1], table, peak
+
+
+def _compile(root: Call, ctx: Context) -> _Compiled:
     counted: dict[int, str] = {}  # storage -> layer that kept it first
-    total = 0
-    table: list[Layer] = []
-    timeline: list[tuple[Call, int]] = []  # leaves in call order, with kept bytes after them
+    kept: list[Stored] = []
+    rows: list[tuple[Call, int, int, tuple[str, ...]]] = []
+    points: list[tuple[int, int]] = []
     held: list[Call] = []  # residual blocks around the current call
 
-    def nbytes(info) -> int:
-        return info.nbytes * batch if info is not None else 0
+    def per_sample(info) -> int:
+        return info.nbytes if info is not None else 0
 
     def visit(call: Call) -> None:
-        nonlocal total
         residual = (isinstance(call.module, InvertedResidual) and call.module.use_residual) or \
             isinstance(call.module, Bottleneck)
         if residual:
@@ -187,30 +220,40 @@ def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], in
             visit(c)
         if residual:
             held.pop()
-        new, notes = 0, []
+        start, notes = len(kept), []
         for s in rule_for(call.module)(call, ctx):
             if s.storage is not None and s.storage in counted:
                 notes.append(f"{s.what}: shared with {counted[s.storage]}")
                 continue
             if s.storage is not None:
                 counted[s.storage] = call.name
-            new += s.nbytes(batch)
+            kept.append(s)
             notes.append(f"{s.what} ({s.why})")
-        total += new
-        if new or notes:
-            table.append(Layer(call.name, type(call.module).__name__, _batched(call.input, batch),
-                               _batched(call.output, batch), new, tuple(notes)))
+        if notes:
+            rows.append((call, start, len(kept), tuple(notes)))
         if not call.children:
-            extra = sum(nbytes(h.input) for h in held
+            # forward: what is kept so far + this layer's unsaved input and output + the
+            # inputs that enclosing residual blocks hold for their add
+            extra = sum(per_sample(h.input) for h in held
                         if h.input.storage not in counted and h.input.storage != call.input.storage)
-            live = sum(nbytes(t) for t in (call.input, call.output)
+            live = sum(per_sample(t) for t in (call.input, call.output)
                        if t is not None and t.storage not in counted)
-            forward.append(total + live + extra)
-            timeline.append((call, total))
+            points.append((len(kept), live + extra))
+            # backward, at this layer: what is still kept + the gradients of its output and input
+            grads = (per_sample(call.output) if call.output is not None and call.output.requires_grad
+                     else 0) + (per_sample(call.input) if call.input.requires_grad else 0)
+            points.append((len(kept), grads))
 
-    forward: list[int] = []
     visit(root)
     del visit  # a recursive closure is a reference cycle: drop it so no GC pause is needed
-    backward = [kept + (nbytes(c.output) if c.output is not None and c.output.requires_grad else 0)
-                + (nbytes(c.input) if c.input.requires_grad else 0) for c, kept in timeline]
-    return total, table, max(forward + backward + [total])
+    return _Compiled(kept, rows, points)
+
+
+def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], int]:
+    """Saved bytes, per-layer table and peak under the ``pytorch`` / ``masked`` rules; the rules
+    run once per trace and profile, after which any batch size is a few sums."""
+    cache = root.__dict__.setdefault("compiled", {})
+    key = (ctx.profile, ctx.device)
+    if key not in cache:
+        cache[key] = _compile(root, ctx)
+    return cache[key].at(batch)
