@@ -195,3 +195,12 @@ def test_reset_classifier():
     model = on_meta("proxylessnas_mobile")
     model.reset_classifier(102)
     assert model.last_linear.out_features == 102 and model.last_linear.weight.is_meta
+
+
+def test_tiny_mbconv_runs_lite_residuals_at_32_px():
+    from ondevice.lite_residual import add_lite_residuals
+    from ondevice.models import tiny_mbconv
+
+    model = add_lite_residuals(to_groupnorm(tiny_mbconv(num_classes=7)))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)  # total stride 16: last map 2x2
+    assert sum(isinstance(b, InvertedResidual) for b in model.blocks) == 7
