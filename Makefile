@@ -42,8 +42,9 @@ $(BOOK): $(INSTALLED) $(VENDORED) $(BOOK_INPUTS) tools/build_book.py
 	touch $@
 
 # Unit tests + nbval over book/ and labs/solutions/ (Triton in its interpreter) + the browser test.
+# Two workers on two cores: one thread each (two 2-thread OpenMP pools on 2 cores spin and stall).
 test: book browser
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+	TRITON_INTERPRET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
 		--junitxml=_build/test-results.xml $(PYTEST_ARGS)
 
 lab: $(INSTALLED)

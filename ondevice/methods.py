@@ -18,7 +18,7 @@ from typing import Callable
 
 from torch import nn
 
-from .blocks import LiteResidual
+from .blocks import InvertedResidual
 from .lite_residual import add_lite_residuals
 
 NORMS = (nn.BatchNorm2d, nn.GroupNorm)
@@ -44,12 +44,15 @@ def _start(model: nn.Module) -> nn.Module:
     return model
 
 
-def _lite_branches(model: nn.Module) -> list[LiteResidual]:
-    branches = [m for m in model.modules() if isinstance(m, LiteResidual)]
-    if not branches:
+def _lite_branches(model: nn.Module) -> list[nn.Module]:
+    """The lite branches of ``model``'s inverted residual blocks (any module set as ``.lite``,
+    a :class:`LiteResidual` by default), inserted first if the model has none."""
+    def found():
+        return [b.lite for b in model.modules() if isinstance(b, InvertedResidual) and b.lite is not None]
+
+    if not found():
         add_lite_residuals(model)
-        branches = [m for m in model.modules() if isinstance(m, LiteResidual)]
-    return branches
+    return found()
 
 
 @method
@@ -102,7 +105,8 @@ def tinytl_lb(model: nn.Module) -> nn.Module:
     tinytl_b(model)
     for b in branches:
         b.requires_grad_(True)
-        b.final_norm.bias.requires_grad_(False)
+        if getattr(b, "final_norm", None) is not None:
+            b.final_norm.bias.requires_grad_(False)
     return model
 
 
