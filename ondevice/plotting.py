@@ -30,7 +30,7 @@ _LOADER = """<div id="%(id)s" class="book-plotly" style="width:100%%;height:%(he
 (function () {
   var el = document.getElementById("%(id)s");
   var fig = %(fig)s;
-  function draw(Plotly) { Plotly.newPlot(el, fig.data, fig.layout, fig.config); }
+  function draw(Plotly) { Plotly.newPlot(el, fig); }  // data, layout, config and frames
   function fail(why) { el.textContent = "This figure could not be drawn: " + why; }
   if (window.Plotly) { draw(window.Plotly); return; }
   var opts = document.querySelector('script[src*="_static/documentation_options.js"]');
@@ -52,7 +52,7 @@ _LOADER = """<div id="%(id)s" class="book-plotly" style="width:100%%;height:%(he
 
 
 def figure_html(figure: dict) -> str:
-    """HTML that draws ``figure`` (a dict with ``data``, ``layout``, ``config``) offline."""
+    """HTML that draws ``figure`` (a dict with ``data``, ``layout``, ``frames``, ``config``) offline."""
     # plotly's encoder writes "<" and "/" as \u escapes, so no string can close the <script>.
     fig_json = pio.json.to_json_plotly(figure)
     height = (figure.get("layout") or {}).get("height")
@@ -71,6 +71,7 @@ class BookRenderer(MimetypeRenderer):
         figure = {
             "data": fig_dict.get("data", []),
             "layout": fig_dict.get("layout", {}),
+            "frames": fig_dict.get("frames", []),  # slider steps animate between frames
             "config": {"responsive": True, "displaylogo": False},
         }
         figure = pio.json.from_json_plotly(pio.json.to_json_plotly(figure))  # plain JSON types

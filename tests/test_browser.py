@@ -118,3 +118,27 @@ def test_other_pages_open_without_errors_or_network(browser, name):
     assert "Tiny Transfer Learning" in page.title() or page.url.endswith("intro.html")
     assert not remote, f"requests left the machine: {remote}"
     assert not errors, errors
+
+
+def test_static_what_if_explorer_has_a_slider_and_draws(browser):
+    page, remote, errors = open_page(browser, HTML / "book" / "05_together" / "01_what_fits_where.html",
+                                     height=2400)
+    page.wait_for_selector(".slider-container", timeout=30_000)  # plotly drew the slider
+    figure = page.locator(".js-plotly-plot", has=page.locator(".slider-container")).first
+    bars = figure.locator(".barlayer .point")
+    assert bars.count() >= 6  # one bar per method for the visible batch size
+    def shown():
+        return figure.evaluate("gd => gd.data.filter(t => t.visible !== false).map(t => Array.from(t.y))")
+
+    before = shown()
+    rail = figure.locator(".slider-rail-touch-rect").first  # drag to the last step, as a reader would
+    box = rail.bounding_box()
+    rail.click(position={"x": box["width"] - 3, "y": box["height"] / 2})
+    page.wait_for_function("el => el.textContent.includes('512')",
+                           arg=figure.locator(".slider-container text").first.element_handle())
+    page.wait_for_timeout(300)
+    assert shown() != before  # the frames hold the other resolutions' numbers
+    figure.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "what-fits-where.png"))
+    assert not remote, f"requests left the machine: {remote}"
+    assert not errors, errors

@@ -9,7 +9,7 @@ from torch import nn
 from ondevice import methods
 from ondevice.lite_residual import add_lite_residuals
 from ondevice.memory import PROFILES as PROFILE_NAMES
-from ondevice.memory import estimate, measure
+from ondevice.memory import estimate, measure, memory_curve
 from ondevice.models import ZOO, build, proxylessnas_mobile, to_groupnorm
 
 NORMS = (nn.BatchNorm2d, nn.GroupNorm)
@@ -264,3 +264,16 @@ def test_estimate_creates_no_reference_cycles():
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+@pytest.mark.parametrize("profile", ["pytorch", "masked", "paper"])
+def test_memory_curve_equals_estimate_and_finds_the_largest_batch(profile):
+    model = methods.apply(tinytl_network(), "tinytl_lb")
+    curve = memory_curve(model, (3, 96, 96), profile=profile, frozen_param_bits=8, optimizer="adam")
+    for b in (1, 2, 7, 32):
+        assert curve.total(b) == estimate(model, (b, 3, 96, 96), profile=profile,
+                                          frozen_param_bits=8, optimizer="adam").total
+    budget = (curve.total(11) + curve.total(12)) / 2
+    assert curve.largest_batch(budget) == 11
+    assert curve.largest_batch(curve.total(1) - 1) == 0
+    assert curve.largest_batch(1e15, max_batch=64) == 64

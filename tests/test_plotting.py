@@ -64,3 +64,10 @@ def test_myst_nb_plugin_renders_plotly_and_ignores_the_rest():
 def test_plugin_is_registered_for_myst_nb():
     names = {ep.name: ep.value for ep in entry_points(group="myst_nb.mime_renderers")}
     assert names.get("plotly") == "ondevice.plotting:MystNbPlotly"
+
+
+def test_frames_survive_so_sliders_can_animate():
+    fig = go.Figure(go.Bar(y=[1]), frames=[go.Frame(name="a", data=[go.Bar(y=[2])])])
+    bundle = BookRenderer().to_mimebundle(fig.to_dict())
+    assert bundle[MIME]["frames"][0]["name"] == "a"
+    assert '"frames":[{' in bundle["text/html"].replace(" ", "")

@@ -2,11 +2,13 @@
 
 - :func:`estimate`: the analytic model (per-layer rules on traced shapes; profiles ``pytorch``
   and ``paper``);
+- :func:`memory_curve`: the same as a function of the batch size (for sliders and budgets);
 - :func:`measure`: what autograd really saves, via saved-tensor hooks (and CUDA's peak).
 """
 
-from .estimate import FROZEN_BITS, OPTIMIZERS, PROFILES, Layer, MemoryReport, estimate
+from .estimate import (FROZEN_BITS, OPTIMIZERS, PROFILES, Layer, MemoryCurve, MemoryReport,
+                       estimate, memory_curve)
 from .measure import Measurement, SavedTensor, SavedTensorLog, measure
 
-__all__ = ["FROZEN_BITS", "Layer", "Measurement", "MemoryReport", "OPTIMIZERS", "PROFILES",
-           "SavedTensor", "SavedTensorLog", "estimate", "measure"]
+__all__ = ["FROZEN_BITS", "Layer", "Measurement", "MemoryCurve", "MemoryReport", "OPTIMIZERS", "PROFILES",
+           "SavedTensor", "SavedTensorLog", "estimate", "measure", "memory_curve"]

@@ -115,7 +115,7 @@ def _cached_trace(model: nn.Module, modules: list[nn.Module], params: list[nn.Pa
            tuple(m.training for m in modules), tuple(p.requires_grad for p in params))
     cache = _TRACES.setdefault(model, {})
     if key not in cache:
-        if len(cache) > 32:
+        if len(cache) > 512:  # an explorer visits methods x resolutions: keep them all
             cache.clear()
         cache[key] = trace(model, (1, *shape), dtype, input_requires_grad)
     return cache[key]
@@ -190,15 +190,15 @@ class _Compiled:
     rows: list[tuple[Call, int, int, tuple[str, ...]]]
     points: list[tuple[int, int]]
 
-    def at(self, batch: int) -> tuple[int, list[Layer], int]:
+    def at(self, batch: int, table: bool = True) -> tuple[int, list[Layer], int]:
         held = [0]
         for s in self.kept:
             held.append(held[-1] + s.nbytes(batch))
-        table = [Layer(call.name, type(call.module).__name__, _batched(call.input, batch),
-                       _batched(call.output, batch), held[end] - held[start], notes)
-                 for call, start, end, notes in self.rows]
+        rows = [Layer(call.name, type(call.module).__name__, _batched(call.input, batch),
+                      _batched(call.output, batch), held[end] - held[start], notes)
+                for call, start, end, notes in self.rows] if table else []
         peak = max([held[k] + live * batch for k, live in self.points] + [held[-1]])
-        return held[-1], table, peak
+        return held[-1], rows, peak
 
 
 def _compile(root: Call, ctx: Context) -> _Compiled:
@@ -252,8 +252,66 @@ def _compile(root: Call, ctx: Context) -> _Compiled:
 def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], int]:
     """Saved bytes, per-layer table and peak under the ``pytorch`` / ``masked`` rules; the rules
     run once per trace and profile, after which any batch size is a few sums."""
+    return _compiled(root, ctx).at(batch)
+
+
+def _compiled(root: Call, ctx: Context) -> _Compiled:
     cache = root.__dict__.setdefault("compiled", {})
     key = (ctx.profile, ctx.device)
     if key not in cache:
         cache[key] = _compile(root, ctx)
-    return cache[key].at(batch)
+    return cache[key]
+
+
+@dataclass(frozen=True)
+class MemoryCurve:
+    """Training memory of one configuration as a function of the batch size.
+
+    Built once by :func:`memory_curve` (a trace and the profile's rules); afterwards
+    :meth:`total` and :meth:`largest_batch` are arithmetic, fast enough for a slider.
+    """
+
+    profile: str
+    params: int
+    param_grads: int
+    optimizer_state: int
+    _activations: object = field(repr=False)  # batch -> peak activation bytes
+
+    def peak(self, batch: int) -> int:
+        return self._activations(batch)
+
+    def total(self, batch: int) -> int:
+        """Equals ``estimate(...).total`` at this batch size."""
+        if self.profile == "paper":
+            return self.params + self.peak(batch)
+        return self.params + self.param_grads + self.optimizer_state + self.peak(batch)
+
+    def largest_batch(self, budget: float, max_batch: int = 1024) -> int:
+        """The largest batch size <= ``max_batch`` whose total fits ``budget`` bytes (0: none)."""
+        if self.total(1) > budget:
+            return 0
+        lo, hi = 1, max_batch  # total grows with the batch: bisect for the last fit
+        if self.total(hi) <= budget:
+            return hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.total(mid) <= budget else (lo, mid)
+        return lo
+
+
+def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch",
+                 frozen_param_bits: int = 32, optimizer: str = "sgd",
+                 dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryCurve:
+    """Memory of ``model`` on inputs of ``sample_shape`` (C, H, W) as a function of the batch."""
+    shape = _check(model, (1, *tuple(sample_shape)), profile, frozen_param_bits, optimizer)
+    modules = list(model.modules())
+    parameters = _parameters(modules)
+    root = _cached_trace(model, modules, parameters, shape[1:], dtype, False)
+    params, grads, opt = _param_bytes(parameters, frozen_param_bits, optimizer)
+    if profile == "paper":
+        per_sample = int(max((l.running for l in paper.replay(root)), default=0.0))
+        return MemoryCurve(profile, params, grads, opt, lambda b: per_sample * b)
+    if device is None:
+        device = parameters[0].device.type if parameters else "cpu"
+    compiled = _compiled(root, Context(profile, device))
+    return MemoryCurve(profile, params, grads, opt, lambda b: compiled.at(b, table=False)[2])
