@@ -8,6 +8,8 @@ from . import runtime
 
 runtime.configure()
 
+from .bits import pack_bits, pack_bits_reference, packed_words, unpack_bits, unpack_bits_reference  # noqa: E402
 from .relu6 import relu6, relu6_reference  # noqa: E402  (after the interpreter switch)
 
-__all__ = ["relu6", "relu6_reference", "runtime"]
+__all__ = ["pack_bits", "pack_bits_reference", "packed_words", "relu6", "relu6_reference", "runtime",
+           "unpack_bits", "unpack_bits_reference"]

@@ -1,0 +1,146 @@
+"""Bit packing: one bit per element, 32 elements per int32 word (chapter 4, "Bit packing").
+
+A 1-bit activation keeps, for every element, only whether its derivative is "on". Stored as a
+``torch.bool`` tensor that is one byte per element; packed, it is one *bit*: 32x smaller than a
+float32 activation, 8x smaller than a bool tensor.
+
+Layout (the same in the Triton kernels and in the torch twins): the mask is read in row-major
+(``flatten``) order; element ``i`` is bit ``i % 32`` (least significant first) of word
+``i // 32``. The last word is padded with zero bits. Words are ``torch.int32``, so bit 31 is the
+sign bit: a word with bit 31 set is negative, which is only a matter of how it prints.
+
+- :func:`pack_bits` / :func:`unpack_bits`: dispatch like every kernel here (Triton on CUDA,
+  the interpreter when ``TRITON_INTERPRET=1``, the torch twin otherwise; ``backend=`` forces);
+- :func:`pack_bits_reference` / :func:`unpack_bits_reference`: the plain-torch twins;
+- :func:`packed_words`: ``ceil(numel / 32)``, the number of words a mask of ``numel`` takes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .runtime import choose_backend
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
+    triton = None
+
+BITS = 32  # elements per word
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def packed_words(numel: int) -> int:
+    """Number of int32 words that hold ``numel`` bits."""
+    return -(-int(numel) // BITS)
+
+
+def _shifts(device: torch.device) -> torch.Tensor:
+    if device not in _SHIFTS:
+        _SHIFTS[device] = torch.arange(BITS, dtype=torch.int64, device=device)
+    return _SHIFTS[device]
+
+
+def _check_mask(mask) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must have dtype torch.bool, got {mask.dtype}")
+    return mask
+
+
+def _check_words(words, numel) -> tuple[torch.Tensor, int]:
+    if not isinstance(words, torch.Tensor):
+        raise TypeError(f"words must be a torch.Tensor, got {type(words).__name__}")
+    if words.dtype != torch.int32 or words.dim() != 1:
+        raise TypeError(f"words must be a 1-D torch.int32 tensor, got {words.dtype} of shape {tuple(words.shape)}")
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+    if words.numel() < packed_words(numel):
+        raise ValueError(f"numel={numel} needs {packed_words(numel)} words, words has {words.numel()}")
+    return words, numel
+
+
+def pack_bits_reference(mask: torch.Tensor) -> torch.Tensor:
+    """Plain-torch twin of :func:`pack_bits`."""
+    flat = _check_mask(mask).reshape(-1)
+    n = flat.numel()
+    padded = torch.zeros(packed_words(n) * BITS, dtype=torch.int64, device=flat.device)
+    padded[:n] = flat
+    words = (padded.view(-1, BITS) << _shifts(flat.device)).sum(dim=1)  # distinct bits: sum == or
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)  # two's complement
+
+
+def unpack_bits_reference(words: torch.Tensor, numel: int) -> torch.Tensor:
+    """Plain-torch twin of :func:`unpack_bits`."""
+    words, numel = _check_words(words, numel)
+    nwords = packed_words(numel)
+    bits = (words[:nwords].to(torch.int64).unsqueeze(1) >> _shifts(words.device)) & 1
+    return bits.view(-1)[:numel].bool()
+
+
+if triton is not None:
+
+    @triton.jit
+    def _pack_kernel(mask_ptr, words_ptr, n_elements, n_words, WORDS: tl.constexpr):
+        # A program packs WORDS words: a (WORDS, 32) tile of the mask, one row per word.
+        word = tl.program_id(0) * WORDS + tl.arange(0, WORDS)
+        bit = tl.arange(0, 32)
+        index = word[:, None] * 32 + bit[None, :]
+        m = tl.load(mask_ptr + index, mask=index < n_elements, other=0).to(tl.int32)
+        # Distinct powers of two: their sum is their bitwise or (bit 31 wraps to the sign bit).
+        packed = tl.sum(m << bit[None, :], axis=1)
+        tl.store(words_ptr + word, packed, mask=word < n_words)
+
+    @triton.jit
+    def _unpack_kernel(words_ptr, mask_ptr, n_elements, BLOCK: tl.constexpr):
+        # A program unpacks BLOCK elements, each reading its own word (cached: 32 neighbours
+        # share it).
+        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        inside = index < n_elements
+        w = tl.load(words_ptr + index // 32, mask=inside, other=0)
+        tl.store(mask_ptr + index, ((w >> (index % 32)) & 1).to(tl.int8), mask=inside)
+
+
+def _check_block(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
+        raise ValueError(f"{name} must be a positive power of two, got {value!r}")
+    return value
+
+
+def pack_bits(mask: torch.Tensor, *, words_per_program: int = 128, backend: str | None = None) -> torch.Tensor:
+    """Pack a bool tensor of any shape into ``ceil(numel / 32)`` int32 words (layout: module doc).
+
+    ``words_per_program``: words per Triton program (a power of two). ``backend``: ``"triton"``
+    or ``"torch"`` forces one; by default Triton runs on CUDA tensors and, with
+    ``TRITON_INTERPRET=1``, on CPU tensors.
+    """
+    _check_mask(mask)
+    _check_block("words_per_program", words_per_program)
+    if choose_backend(mask, backend) == "torch":
+        return pack_bits_reference(mask)
+    flat = mask.contiguous().view(-1).view(torch.int8)  # bool and int8 share the byte layout
+    n = flat.numel()
+    words = torch.empty(packed_words(n), dtype=torch.int32, device=mask.device)
+    if n:
+        _pack_kernel[(triton.cdiv(words.numel(), words_per_program),)](
+            flat, words, n, words.numel(), WORDS=words_per_program)
+    return words
+
+
+def unpack_bits(words: torch.Tensor, numel: int, *, block: int = 4096, backend: str | None = None) -> torch.Tensor:
+    """The first ``numel`` bits of ``words`` as a flat ``torch.bool`` tensor (inverse of
+    :func:`pack_bits`: ``unpack_bits(pack_bits(m), m.numel()).view(m.shape)`` equals ``m``)."""
+    _check_words(words, numel)
+    _check_block("block", block)
+    if choose_backend(words, backend) == "torch":
+        return unpack_bits_reference(words, numel)
+    out = torch.empty(numel, dtype=torch.int8, device=words.device)
+    if numel:
+        _unpack_kernel[(triton.cdiv(numel, block),)](words.contiguous(), out, numel, BLOCK=block)
+    return out.view(torch.bool)
+
+
+__all__ = ["BITS", "pack_bits", "pack_bits_reference", "packed_words", "unpack_bits",
+           "unpack_bits_reference"]
