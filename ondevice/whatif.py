@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 from dataclasses import dataclass, replace
 
 from torch import nn
@@ -315,10 +316,17 @@ def static_explorer(model: str = "proxylessnas_mobile", *, profile: str = "paper
     frames = [go.Frame(name=str(r), data=bars(r)) for r in resolutions]
     fig = go.Figure(data=frames[0].data, frames=frames)
     for name, size in DEVICES.items():
-        fig.add_hline(y=size / 1e6, line_dash="dot", line_color="gray", annotation_text=name,
-                      annotation_position="top left")
+        fig.add_hline(y=size / 1e6, line_dash="dot", line_color="gray")
+        # On a log axis an annotation's y is log10 of the value (plotly's convention); add_hline's
+        # own annotation skips that conversion, so the labels are placed here.
+        fig.add_annotation(x=0, xref="paper", xanchor="left", y=math.log10(size / 1e6), yanchor="bottom",
+                           text=name, showarrow=False, font=dict(size=10, color="dimgray"),
+                           bgcolor="rgba(255, 255, 255, 0.75)")
+    # One fixed range for every frame, wide enough for every bar and every budget line.
+    values = [y for f in frames for t in f.data for y in t.y] + [s / 1e6 for s in DEVICES.values()]
     fig.update_layout(
         height=520, yaxis_type="log", yaxis_title="training memory, MB (log scale)",
+        yaxis_range=[math.log10(min(values)) - 0.2, math.log10(max(values)) + 0.3],
         title=f"{model}: {profile} profile, frozen weights {frozen_bits}-bit, {optimizer}",
         sliders=[{"currentvalue": {"prefix": "resolution: ", "suffix": " px"}, "pad": {"t": 40},
                   "steps": [{"label": str(r), "method": "animate",

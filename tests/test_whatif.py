@@ -99,3 +99,17 @@ def test_static_figure_matches_the_engine_at_sampled_grid_points():
                                     optimizer="adam").total
                 assert y == expected / 1e6
     assert list(fig.frames[0].data[0].x) == names
+
+
+def test_static_figure_labels_every_budget_line_where_the_line_is():
+    import math
+
+    fig = static_explorer(batches=(1,), resolutions=(96, 512))
+    labels = {a.text: a.y for a in fig.layout.annotations}
+    lines = sorted(s.y0 for s in fig.layout.shapes)
+    assert lines == sorted(v / 1e6 for v in DEVICES.values())
+    for name, size in DEVICES.items():  # log axis: annotations sit at log10 of the value
+        assert labels[name] == math.log10(size / 1e6)
+    low, high = fig.layout.yaxis.range
+    bars = [y for f in fig.frames for t in f.data for y in t.y]
+    assert 10**low < min(bars + lines) and 10**high > max(bars + lines)
