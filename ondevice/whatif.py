@@ -24,7 +24,7 @@ from torch import nn
 from . import methods as transfer
 from .blocks import InvertedResidual
 from .lite_residual import add_lite_residuals
-from .memory import FROZEN_BITS, OPTIMIZERS, PROFILES, MemoryReport, estimate, memory_curve
+from .memory import FROZEN_BITS, OPTIMIZERS, PROFILES, MemoryReport, memory_curve
 from .models import ZOO, build, to_groupnorm
 from .plotting import BookRenderer
 
@@ -132,9 +132,8 @@ def answer(q: Question) -> Answer:
     wrong = problems(q)
     if wrong:
         raise ValueError("; ".join(wrong))
-    model = transfer.apply(network(q.model), q.method)
-    return Answer(q, estimate(model, (q.batch, 3, q.resolution, q.resolution), profile=q.profile,
-                              frozen_param_bits=q.frozen_bits, optimizer=q.optimizer))
+    curve = _curve(q.model, q.method, q.resolution, q.profile, q.frozen_bits, q.optimizer)
+    return Answer(q, curve.report(q.batch))  # = estimate(...) without its per-layer table
 
 
 @functools.lru_cache(maxsize=4096)

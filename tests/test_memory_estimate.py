@@ -1,6 +1,7 @@
 """ondevice.memory.estimate against ondevice.memory.measure (exact), and the paper profile."""
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -271,8 +272,9 @@ def test_memory_curve_equals_estimate_and_finds_the_largest_batch(profile):
     model = methods.apply(tinytl_network(), "tinytl_lb")
     curve = memory_curve(model, (3, 96, 96), profile=profile, frozen_param_bits=8, optimizer="adam")
     for b in (1, 2, 7, 32):
-        assert curve.total(b) == estimate(model, (b, 3, 96, 96), profile=profile,
-                                          frozen_param_bits=8, optimizer="adam").total
+        full = estimate(model, (b, 3, 96, 96), profile=profile, frozen_param_bits=8, optimizer="adam")
+        assert curve.total(b) == full.total
+        assert curve.report(b) == replace(full, layers=[])
     budget = (curve.total(11) + curve.total(12)) / 2
     assert curve.largest_batch(budget) == 11
     assert curve.largest_batch(curve.total(1) - 1) == 0

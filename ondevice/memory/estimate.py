@@ -268,17 +268,25 @@ class MemoryCurve:
     """Training memory of one configuration as a function of the batch size.
 
     Built once by :func:`memory_curve` (a trace and the profile's rules); afterwards
-    :meth:`total` and :meth:`largest_batch` are arithmetic, fast enough for a slider.
+    :meth:`report`, :meth:`total` and :meth:`largest_batch` are arithmetic, fast enough for a
+    slider.
     """
 
     profile: str
+    sample_shape: tuple[int, ...]
     params: int
     param_grads: int
     optimizer_state: int
-    _activations: object = field(repr=False)  # batch -> peak activation bytes
+    _activations: object = field(repr=False)  # batch -> (saved activation bytes, peak bytes)
 
     def peak(self, batch: int) -> int:
-        return self._activations(batch)
+        return self._activations(batch)[1]
+
+    def report(self, batch: int) -> MemoryReport:
+        """``estimate(...)`` at this batch size, without the per-layer table."""
+        saved, peak = self._activations(batch)
+        return MemoryReport(self.profile, (batch, *self.sample_shape), self.params, self.param_grads,
+                            self.optimizer_state, saved, peak, self.total(batch))
 
     def total(self, batch: int) -> int:
         """Equals ``estimate(...).total`` at this batch size."""
@@ -309,9 +317,17 @@ def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch",
     root = _cached_trace(model, modules, parameters, shape[1:], dtype, False)
     params, grads, opt = _param_bytes(parameters, frozen_param_bits, optimizer)
     if profile == "paper":
-        per_sample = int(max((l.running for l in paper.replay(root)), default=0.0))
-        return MemoryCurve(profile, params, grads, opt, lambda b: per_sample * b)
+        layers = paper.replay(root)
+        kept = sum(l.kept for l in layers)
+        peak = max((l.running for l in layers), default=0.0)
+        return MemoryCurve(profile, shape[1:], params, grads, opt,
+                           lambda b: (int(kept * b), int(peak * b)))  # as estimate() rounds
     if device is None:
         device = parameters[0].device.type if parameters else "cpu"
     compiled = _compiled(root, Context(profile, device))
-    return MemoryCurve(profile, params, grads, opt, lambda b: compiled.at(b, table=False)[2])
+
+    def activations(batch: int) -> tuple[int, int]:
+        saved, _, peak = compiled.at(batch, table=False)
+        return saved, peak
+
+    return MemoryCurve(profile, shape[1:], params, grads, opt, activations)
