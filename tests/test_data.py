@@ -107,3 +107,89 @@ def test_loaders_are_seeded_and_disjoint():
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- the real-image targets: scikit-learn's digits and ImageFolder data sets on disk ---
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from ondevice.data import DIGITS, ImageFolder, digits_task, folder_loaders  # noqa: E402
+
+
+def test_digits_are_deterministic_disjoint_balanced_and_rgb():
+    train, test = digits_task(n_train=20, n_test=10, resolution=24, seed=3)
+    again, _ = digits_task(n_train=20, n_test=10, resolution=24, seed=3)
+    x, y = train.tensors
+    assert torch.equal(x, again.tensors[0]) and torch.equal(y, again.tensors[1])
+    assert x.shape == (200, 3, 24, 24) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(x[:, 0], x[:, 2])  # grey levels in every channel
+    assert torch.bincount(y).tolist() == [20] * 10 and torch.bincount(test.tensors[1]).tolist() == [10] * 10
+    flat = {tuple(img[0].flatten().tolist()) for img in x}
+    assert not any(tuple(img[0].flatten().tolist()) in flat for img in test.tensors[0])  # no shared image
+    other, _ = digits_task(n_train=20, n_test=10, resolution=24, seed=4)
+    assert not torch.equal(other.tensors[1], y)
+
+
+def test_digits_through_loaders_and_bad_sizes():
+    train, test = loaders(DIGITS, n_train=4, n_test=2, batch_size=8)
+    assert len(train.dataset) == 40 and len(test.dataset) == 20
+    with pytest.raises(ValueError, match="n_train \\+ n_test must be at most 174"):
+        digits_task(n_train=170, n_test=10)
+    with pytest.raises(ValueError, match="task must be a TaskSpec or one of"):
+        loaders("flowers")
+
+
+def _write(path: Path, size=(20, 12), value=0):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, dtype=np.uint8)).save(path)
+
+
+def test_image_folder_reads_resizes_and_splits_per_class(tmp_path):
+    for c, value in (("cat", 10), ("dog", 200)):
+        for i in range(5):
+            _write(tmp_path / c / f"{i}.png", value=value)
+    (tmp_path / "notes.txt").write_text("ignored")
+    train, test, classes = folder_loaders(tmp_path, resolution=8, batch_size=3, test_fraction=0.4, seed=1)
+    assert classes == ["cat", "dog"]
+    assert len(train.dataset) == 6 and len(test.dataset) == 4
+    x, y = next(iter(test))
+    assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32
+    assert torch.allclose(x[y == 0], torch.full_like(x[y == 0], 10 / 255)) and set(y.tolist()) == {0, 1}
+    again = folder_loaders(tmp_path, resolution=8, test_fraction=0.4, seed=1)[1]
+    assert again.dataset.indices == test.dataset.indices
+
+
+def test_image_folder_uses_a_given_train_test_split(tmp_path):
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            _write(tmp_path / split / c / "0.jpg")
+    train, test, classes = folder_loaders(tmp_path, resolution=8)
+    assert classes == ["a", "b"] and len(train.dataset) == 2 and len(test.dataset) == 2
+    _write(tmp_path / "val" / "c" / "0.jpg")
+    with pytest.raises(ValueError, match="expected \\['a', 'b'\\]"):
+        folder_loaders(tmp_path, resolution=8)
+
+
+def test_malformed_folders_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFolder(tmp_path / "missing")
+    _write(tmp_path / "loose.png")
+    with pytest.raises(ValueError, match="no class folders.*move them into one folder per class"):
+        ImageFolder(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="class folder .*empty' holds no images"):
+        ImageFolder(tmp_path)
+    _write(tmp_path / "empty" / "one.png")
+    with pytest.raises(ValueError, match="needs at least 2 images"):
+        folder_loaders(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.jpg").write_bytes(b"not an image")
+    data = ImageFolder(tmp_path, classes=["bad", "empty"])
+    with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
+        data[0]
+    with pytest.raises(ValueError, match="test_fraction must be"):
+        folder_loaders(tmp_path, test_fraction=1.5)

@@ -24,7 +24,6 @@ accuracies on real images: the images are simple and the shift is chosen by us.
 - :func:`synthetic_task`: a :class:`~torch.utils.data.TensorDataset` of images
   (float32, N x 3 x r x r, values in [0, 1]) and labels (int64, 0 .. classes - 1), exactly
   ``n_per_class`` images per class, in a seeded random order;
-- :func:`loaders`: train and test :class:`~torch.utils.data.DataLoader` objects (disjoint seeds).
 
 Images are identical for identical arguments within one PyTorch build; the float operations of
 different CPUs may differ in the last bits.
@@ -39,7 +38,7 @@ from itertools import product
 from typing import Union
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross", "star", "crescent")
 TEXTURES = ("solid", "hstripes", "vstripes", "checker", "diagonal", "dots")
@@ -202,7 +201,7 @@ def _render(spec: TaskSpec, labels: torch.Tensor, resolution: int, gen: torch.Ge
     return images.clamp_(0.0, 1.0)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
@@ -218,34 +217,14 @@ def synthetic_task(task: Union[str, TaskSpec] = "source", n_per_class: int = 100
     ``range(classes)``, shuffled by ``seed``. The same arguments give identical tensors.
     """
     spec = task_spec(task)
-    n_per_class = _check_int("n_per_class", n_per_class, 1)
-    resolution = _check_int("resolution", resolution, 8)
-    seed = _check_int("seed", seed, 0)
+    n_per_class = check_int("n_per_class", n_per_class, 1)
+    resolution = check_int("resolution", resolution, 8)
+    seed = check_int("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(spec.num_classes).repeat_interleave(n_per_class)
     labels = labels[torch.randperm(len(labels), generator=gen)]
     return TensorDataset(_render(spec, labels, resolution, gen), labels)
 
 
-def loaders(task: Union[str, TaskSpec] = "source", *, n_train: int = 100, n_test: int = 50,
-            resolution: int = 32, batch_size: int = 32, seed: int = 0,
-            test_batch_size: int = 256) -> tuple[DataLoader, DataLoader]:
-    """Train and test loaders of ``task``: ``n_train`` and ``n_test`` images per class.
-
-    The two sets are drawn with different seeds (derived from ``seed``), so no image is shared.
-    The training loader reshuffles every epoch with its own generator seeded by ``seed`` (the
-    order is reproducible); the test loader keeps a fixed order. Training drops no batch.
-    """
-    for name, value in (("n_train", n_train), ("n_test", n_test), ("batch_size", batch_size),
-                        ("test_batch_size", test_batch_size)):
-        _check_int(name, value, 1)
-    seed = _check_int("seed", seed, 0)
-    train = synthetic_task(task, n_train, resolution, seed=2 * seed)
-    test = synthetic_task(task, n_test, resolution, seed=2 * seed + 1)
-    shuffle = torch.Generator().manual_seed(seed)
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, generator=shuffle),
-            DataLoader(test, batch_size=test_batch_size, shuffle=False))
-
-
-__all__ = ["PALETTES", "SHAPES", "TASKS", "TEXTURES", "TaskSpec", "loaders", "synthetic_task",
+__all__ = ["PALETTES", "SHAPES", "TASKS", "TEXTURES", "TaskSpec", "check_int", "synthetic_task",
            "task_spec"]
