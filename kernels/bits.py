@@ -12,7 +12,9 @@ sign bit: a word with bit 31 set is negative, which is only a matter of how it p
 - :func:`pack_bits` / :func:`unpack_bits`: dispatch like every kernel here (Triton on CUDA,
   the interpreter when ``TRITON_INTERPRET=1``, the torch twin otherwise; ``backend=`` forces);
 - :func:`pack_bits_reference` / :func:`unpack_bits_reference`: the plain-torch twins;
-- :func:`packed_words`: ``ceil(numel / 32)``, the number of words a mask of ``numel`` takes.
+- :func:`packed_words`: ``ceil(numel / 32)``, the number of words a mask of ``numel`` takes;
+- ``pack_rows`` / ``bit_at``: the Triton device functions that pack a (words, 32) tile and read
+  one bit, shared with the fused kernels (:mod:`kernels.group_norm_act`, :mod:`kernels.affine_act`).
 """
 
 from __future__ import annotations
@@ -83,15 +85,27 @@ def unpack_bits_reference(words: torch.Tensor, numel: int) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
+    def pack_rows(bits):
+        """Device function: a (WORDS, 32) tile of 0/1 values, one row per word, to WORDS int32
+        words (row element ``j`` is bit ``j``). The fused kernels of chapter 4 call it too."""
+        shift = tl.arange(0, 32)
+        # Distinct powers of two: their sum is their bitwise or (bit 31 wraps to the sign bit).
+        return tl.sum(bits.to(tl.int32) << shift[None, :], axis=1)
+
+    @triton.jit
+    def bit_at(words_ptr, index, inside):
+        """Device function: bit ``index % 32`` of word ``index // 32``, as 0/1 int32 (0 outside)."""
+        w = tl.load(words_ptr + (index >> 5), mask=inside, other=0)
+        return (w >> (index & 31).to(tl.int32)) & 1
+
+    @triton.jit
     def _pack_kernel(mask_ptr, words_ptr, n_elements, n_words, WORDS: tl.constexpr):
         # A program packs WORDS words: a (WORDS, 32) tile of the mask, one row per word.
         word = tl.program_id(0) * WORDS + tl.arange(0, WORDS)
         bit = tl.arange(0, 32)
         index = word[:, None] * 32 + bit[None, :]
-        m = tl.load(mask_ptr + index, mask=index < n_elements, other=0).to(tl.int32)
-        # Distinct powers of two: their sum is their bitwise or (bit 31 wraps to the sign bit).
-        packed = tl.sum(m << bit[None, :], axis=1)
-        tl.store(words_ptr + word, packed, mask=word < n_words)
+        m = tl.load(mask_ptr + index, mask=index < n_elements, other=0)
+        tl.store(words_ptr + word, pack_rows(m), mask=word < n_words)
 
     @triton.jit
     def _unpack_kernel(words_ptr, mask_ptr, n_elements, BLOCK: tl.constexpr):
@@ -99,8 +113,7 @@ if triton is not None:
         # share it).
         index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         inside = index < n_elements
-        w = tl.load(words_ptr + index // 32, mask=inside, other=0)
-        tl.store(mask_ptr + index, ((w >> (index % 32)) & 1).to(tl.int8), mask=inside)
+        tl.store(mask_ptr + index, bit_at(words_ptr, index, inside).to(tl.int8), mask=inside)
 
 
 def _check_block(name: str, value: int) -> int:

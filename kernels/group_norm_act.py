@@ -1,0 +1,267 @@
+"""GroupNorm + activation fused into one Triton kernel that keeps a 1-bit mask (chapter 4, "The
+fused forward" and "The backward").
+
+Forward, for sample ``n`` and group ``g`` (its ``M = (C / G) H W`` elements; chapter 2,
+"GroupNorm vs BatchNorm"):
+
+    mu = mean(x),  var = mean((x - mu)^2),  rstd = 1 / sqrt(var + eps),
+    x_hat = (x - mu) * rstd,   z = gamma_c * x_hat + beta_c,   y = f(z).
+
+One Triton program per (sample, group) makes two sweeps over its slab: the first computes the
+statistics with a numerically stable one-pass scheme (Welford per lane, lanes merged with Chan's
+formula: no ``E[x^2] - E[x]^2`` cancellation, so an input offset of 1e4 is harmless); the
+second normalises, applies ``gamma``, ``beta`` and the activation, writes ``y`` and packs the
+activation's 1-bit mask. It stores ``mu`` and ``rstd`` (float32, whatever ``x``'s dtype).
+
+**Mask layout.** Exactly :mod:`kernels.bits`'s: element ``i`` of the flattened NCHW tensor is
+bit ``i % 32`` of int32 word ``i // 32``, so ``unpack_bits(words, x.numel())`` is the mask.
+The second sweep walks its slab in tiles of whole words, aligned to the tensor's word grid, so a
+program writes every word that lies inside its slab with a plain store. When ``M`` is not a
+multiple of 32, the (at most two) words at a slab's ends also hold bits of the neighbouring slabs;
+those are combined with an atomic OR into a zero-initialised buffer. OR does not depend on the
+order, so the words are still deterministic and identical to ``pack_bits`` of the mask.
+
+**Backward** (:mod:`kernels.norm_act_backward`): ``backward="exact"`` keeps ``x``, the mask and
+the statistics and computes the exact GroupNorm input gradient; ``backward="detached"`` keeps
+only the mask and the statistics and treats them as constants, ``dx = gamma * rstd * dz``.
+``d(beta)`` always; ``d(gamma)`` needs ``x_hat``, so only in exact mode (an error otherwise).
+
+**Hard-Swish.** Its derivative takes more than two values, so a bit can only approximate it:
+with a :class:`~kernels.activations.Surrogate` (default :data:`~kernels.activations.STEP`; chapter
+3 derives the one the book uses) the mask serves it in both modes. In exact mode ``x`` is kept
+anyway, so ``surrogate=None`` gives the *true* derivative, recomputed from ``z = gamma * x_hat +
+beta``; no mask is kept then. For ReLU and ReLU6 the mask is exact and ``surrogate`` is ignored.
+
+:func:`saved_by_group_norm_act` says what is kept in each case; the memory engine's rule for
+:class:`kernels.GroupNormAct` reads it (``ondevice/memory/kernel_rules.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.overrides import handle_torch_function, has_torch_function_variadic
+
+from .activations import STEP, Surrogate
+from .activations_triton import code
+from .affine_act import affine_act_forward_reference
+from .bits import BITS, packed_words
+from .checks import (check_channel_vector, check_eps, check_groups, check_input, check_mode,
+                     check_surrogate)
+from .norm_act_backward import norm_act_backward
+from .runtime import choose_backend
+
+try:
+    import triton
+    import triton.language as tl
+
+    from .affine_act import affine_act_tile
+    from .bits import pack_rows
+except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
+    triton = None
+
+MAX_BLOCK = 4096  # elements per tile of the forward kernel
+
+
+def group_norm_stats_reference(x: torch.Tensor, num_groups: int, eps: float):
+    """Per-(sample, group) ``mu`` and ``rstd`` in float32, two-pass (stable), shape (N, G)."""
+    xg = x.float().view(x.shape[0], num_groups, -1)
+    mean = xg.mean(dim=-1)
+    var = (xg - mean[..., None]).square().mean(dim=-1)
+    return mean, torch.rsqrt(var + eps)
+
+
+def group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask):
+    """Plain-torch twin of :func:`group_norm_act_forward`: ``(y, words, mean, rstd)``."""
+    N, C = x.shape[:2]
+    mean, rstd = group_norm_stats_reference(x, num_groups, eps)
+    x_hat = ((x.float().view(N, num_groups, -1) - mean[..., None]) * rstd[..., None]).view(x.shape)
+    gamma = torch.ones(C, device=x.device) if weight is None else weight
+    beta = torch.zeros(C, device=x.device) if bias is None else bias
+    y, words = affine_act_forward_reference(x_hat, gamma, beta, activation, surrogate, write_mask, x.dtype)
+    return y, words, mean, rstd
+
+
+if triton is not None:
+
+    @triton.jit
+    def _gn_act_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, words_ptr, mean_ptr, rstd_ptr, HW, G, Cg, eps,
+                           threshold, ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                           WRITE_MASK: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
+                           WORDS: tl.constexpr):
+        # One program per (sample n, group g): the slab x[n, g*Cg:(g+1)*Cg], M = Cg*HW elements.
+        pid = tl.program_id(0)
+        g = pid % G
+        M = Cg * HW
+        start = pid.to(tl.int64) * M
+        # Sweep 1, statistics: Welford's update in each of BLOCK lanes ...
+        lane = tl.arange(0, BLOCK)
+        count = tl.zeros([BLOCK], dtype=tl.float32)
+        mu = tl.zeros([BLOCK], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK], dtype=tl.float32)
+        for off in range(0, M, BLOCK):
+            inside = off + lane < M
+            v = tl.load(x_ptr + start + off + lane, mask=inside, other=0.0).to(tl.float32)
+            count_new = count + inside.to(tl.float32)
+            delta = v - mu
+            mu = tl.where(inside, mu + delta / tl.maximum(count_new, 1.0), mu)
+            m2 = tl.where(inside, m2 + delta * (v - mu), m2)
+            count = count_new
+        # ... then the lanes merged (Chan et al.): M2 = sum(m2_l) + sum(n_l (mu_l - mu)^2). The mean
+        # is summed relative to lane 0's (never empty), so large offsets cancel before the sum.
+        ref = tl.sum(tl.where(lane == 0, mu, 0.0), axis=0)
+        mean = ref + tl.sum(count * (mu - ref), axis=0) / M
+        var = (tl.sum(m2, axis=0) + tl.sum(count * (mu - mean) * (mu - mean), axis=0)) / M
+        rstd = 1.0 / tl.sqrt(var + eps)
+        tl.store(mean_ptr + pid, mean)
+        tl.store(rstd_ptr + pid, rstd)
+        # Sweep 2: normalise, scale and shift, activate; whole words, aligned to the word grid.
+        end = start + M
+        bit = tl.arange(0, 32)
+        for w0 in range(start // 32, (end + 31) // 32, WORDS):
+            word = w0 + tl.arange(0, WORDS)
+            idx = word[:, None] * 32 + bit[None, :]
+            inside = (idx >= start) & (idx < end)
+            chan = g * Cg + ((idx - start) // HW).to(tl.int32)
+            x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
+            gam = tl.full([WORDS, 32], 1.0, tl.float32)
+            bet = tl.zeros([WORDS, 32], dtype=tl.float32)
+            if HAS_W:
+                gam = tl.load(w_ptr + chan, mask=inside, other=0.0).to(tl.float32)
+            if HAS_B:
+                bet = tl.load(b_ptr + chan, mask=inside, other=0.0).to(tl.float32)
+            y, m = affine_act_tile(x_hat, gam, bet, threshold, ACT, y_ptr.dtype.element_ty)
+            tl.store(y_ptr + idx, y, mask=inside)
+            if WRITE_MASK:
+                packed = pack_rows(m & inside)
+                first = word * 32
+                if ALIGNED:  # M % 32 == 0: every word of the slab is the slab's alone
+                    tl.store(words_ptr + word, packed, mask=first < end)
+                else:
+                    own = (first >= start) & (first + 32 <= end)
+                    overlap = (first < end) & (first + 32 > start)
+                    tl.store(words_ptr + word, packed, mask=own)
+                    tl.atomic_or(words_ptr + word, packed, mask=overlap & ~own)  # shared with a neighbour
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surrogate, write_mask, backend):
+    """``(y, words, mean, rstd)`` from one kernel: ``y`` like ``x``; ``words`` the packed mask
+    (int32, ``ceil(numel / 32)``; None unless ``write_mask``); ``mean``, ``rstd`` float32 (N, G).
+    Arguments are not checked here (:func:`group_norm_act` does)."""
+    if backend == "torch":
+        return group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask)
+    N, C, H, W = x.shape
+    M = C // num_groups * H * W
+    y = torch.empty_like(x)
+    mean = torch.empty(N, num_groups, dtype=torch.float32, device=x.device)
+    rstd = torch.empty_like(mean)
+    aligned = M % BITS == 0
+    words = None
+    if write_mask:  # shared boundary words are OR-ed in: they must start at zero
+        words = (torch.empty if aligned else torch.zeros)(packed_words(x.numel()), dtype=torch.int32, device=x.device)
+    block = max(BITS, min(MAX_BLOCK, _pow2(M)))
+    threshold = (STEP if surrogate is None else surrogate).threshold
+    _gn_act_fwd_kernel[(N * num_groups,)](
+        x, x if weight is None else weight, x if bias is None else bias, y, y if words is None else words,
+        mean, rstd, H * W, num_groups, C // num_groups, float(eps), float(threshold),
+        ACT=code(activation), HAS_W=weight is not None, HAS_B=bias is not None, WRITE_MASK=write_mask,
+        ALIGNED=aligned, BLOCK=block, WORDS=block // BITS, num_warps=8 if block >= 2048 else 4)
+    return y, words, mean, rstd
+
+
+@dataclass(frozen=True)
+class GroupNormActSaved:
+    """What :func:`group_norm_act` keeps for backward (besides ``gamma`` and ``beta``, which are
+    parameters)."""
+
+    x: bool  # the input (exact mode: dx and d(gamma) need x_hat)
+    mask: bool  # the packed 1-bit mask, ceil(numel / 32) int32 words
+    stats: bool  # mean and rstd, float32, N * G each
+
+
+def saved_by_group_norm_act(activation: str, backward: str, surrogate: Surrogate | None,
+                            need_dx: bool, need_dgamma: bool, need_dbeta: bool) -> GroupNormActSaved:
+    """What is kept, given which gradients are needed (module docstring)."""
+    true_derivative = activation == "hardswish" and surrogate is None
+    if not (need_dx or need_dgamma or need_dbeta):
+        return GroupNormActSaved(False, False, False)
+    x_hat = need_dx or need_dgamma or true_derivative
+    return GroupNormActSaved(x=backward == "exact" and x_hat, mask=not true_derivative, stats=x_hat)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    num_groups: int
+    eps: float
+    activation: str
+    backward: str
+    surrogate: Surrogate | None
+    backend: str
+
+
+class _GroupNormAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, spec: _Spec):
+        need = ctx.needs_input_grad
+        plan = saved_by_group_norm_act(spec.activation, spec.backward, spec.surrogate, need[0], need[1], need[2])
+        y, words, mean, rstd = group_norm_act_forward(x, spec.num_groups, weight, bias, spec.eps,
+                                                      spec.activation, spec.surrogate, plan.mask, spec.backend)
+        ctx.save_for_backward(x if plan.x else None, words, mean if plan.stats else None,
+                              rstd if plan.stats else None, weight, bias)
+        ctx.spec = spec
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, words, mean, rstd, weight, bias = ctx.saved_tensors
+        spec = ctx.spec
+        need = ctx.needs_input_grad
+        dx, dw, db = norm_act_backward(
+            dy, x=x, words=words, mean=mean, rstd=rstd, weight=weight, bias=bias, groups=spec.num_groups,
+            activation=spec.activation, surrogate=spec.surrogate, exact=spec.backward == "exact",
+            need_dx=need[0], need_dw=need[1], need_db=need[2], backend=spec.backend)
+        return (dx, None if dw is None else dw.to(weight.dtype), None if db is None else db.to(bias.dtype), None)
+
+
+def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None, eps: float = 1e-5, activation: str = "relu6",
+                   backward: str = "exact", surrogate: Surrogate | None = STEP,
+                   backend: str | None = None) -> torch.Tensor:
+    """``f(group_norm(x, num_groups, weight, bias, eps))`` in one kernel, keeping a 1-bit mask.
+
+    ``x``: contiguous (N, C, H, W), float32 / float16 / bfloat16, ``C % num_groups == 0``.
+    ``weight`` / ``bias``: per-channel ``gamma`` / ``beta`` (None: 1 / 0). ``activation``:
+    ``"relu"``, ``"relu6"`` or ``"hardswish"``. ``backward``: ``"exact"`` (keeps ``x``) or
+    ``"detached"`` (keeps only the mask and the statistics; ``weight`` must then not train).
+    ``surrogate``: the 1-bit Hard-Swish derivative, or None for the true one (exact mode only).
+    ``backend``: ``"triton"`` or ``"torch"`` forces one (default:
+    :func:`kernels.runtime.choose_backend`). The module docstring gives the equations.
+    """
+    if has_torch_function_variadic(x, weight, bias):  # tensor-likes, e.g. the memory engine's trace
+        return handle_torch_function(group_norm_act, (x, weight, bias), x, num_groups, weight, bias, eps=eps,
+                                     activation=activation, backward=backward, surrogate=surrogate,
+                                     backend=backend)
+    check_input(x)
+    check_groups(num_groups, x)
+    check_channel_vector("weight", weight, x, optional=True)
+    check_channel_vector("bias", bias, x, optional=True)
+    eps = check_eps(eps)
+    check_mode(backward)
+    check_surrogate(surrogate, activation, allow_true_derivative=backward == "exact")
+    chosen = choose_backend(x, backend)
+    params = [t for t in (weight, bias) if t is not None]
+    if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))):
+        return group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surrogate, False, chosen)[0]
+    if backward == "detached" and weight is not None and weight.requires_grad:
+        raise ValueError("backward='detached' keeps no x, so it cannot give d(gamma): freeze weight "
+                         "(requires_grad_(False)) or use backward='exact'")
+    return _GroupNormAct.apply(x, weight, bias, _Spec(num_groups, eps, activation, backward, surrogate, chosen))
+
+
+__all__ = ["GroupNormActSaved", "group_norm_act", "group_norm_act_forward", "group_norm_act_forward_reference",
+           "group_norm_stats_reference", "saved_by_group_norm_act"]
