@@ -8,6 +8,10 @@ GroupNorm swap, MobileTL's shift-only norms) finds it as ``unit.norm``.
 Activations are not in place (``inplace=False``): each layer's output is its own tensor, which
 keeps the memory accounting (what autograd saves) unambiguous and lets later chapters wrap or
 replace any layer without autograd version-counter surprises.
+
+MobileTL mode (chapter 3) is a conversion, not a block class: :func:`to_mobiletl` replaces an
+:class:`InvertedResidual`'s norms 1 and 2 with :class:`FrozenStatsBatchNorm2d` (shift-only) and
+its activations with 1-bit mask activations (:mod:`ondevice.mask_activations`), in place.
 """
 
 from __future__ import annotations
@@ -153,6 +157,102 @@ class InvertedResidual(nn.Module):
         """MobileTL's (norm 1, norm 2, norm 3); norm 1 is ``None`` without an expansion conv."""
         return (None if self.expand is None else self.expand.norm,
                 self.depthwise.norm, self.project.norm)
+
+
+class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that always normalises with its running statistics, in training mode too:
+    MobileTL's norms 1 and 2 (Chiang et al., AAAI 2023, §3; chapter 3, "Shift-only normalization").
+
+    With frozen statistics the norm is an affine map, ``y = x * scale + shift`` with
+    ``scale = gamma / sqrt(running_var + eps)`` and ``shift = beta - running_mean * scale``. The
+    forward is written as exactly that map in plain torch, so autograd keeps what the math
+    needs and no more: with gamma frozen, only the per-channel ``scale`` (``C`` values, for
+    ``dx = dy * scale``; ``d(beta) = sum(dy)`` needs nothing); if gamma trains, also ``x`` and
+    ``1 / sqrt(running_var + eps)``. Stock BatchNorm in eval mode keeps the full input ``x``
+    whenever it has a backward. The running statistics are never updated (``train()`` has no
+    effect on this module). Outputs equal ``nn.BatchNorm2d`` in eval mode up to float rounding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torch.rsqrt / torch.mul on buffers keep this forward traceable by ondevice.memory.trace
+        inv_std = torch.rsqrt(self.running_var + self.eps)
+        scale = self.weight * inv_std
+        shift = self.bias - torch.mul(self.running_mean, scale)
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d) -> "FrozenStatsBatchNorm2d":
+        """A frozen-statistics norm that shares ``bn``'s parameters and running statistics."""
+        if not (isinstance(bn, nn.BatchNorm2d) and bn.affine and bn.track_running_stats):
+            raise TypeError(f"needs an affine nn.BatchNorm2d with running statistics, got {bn!r}")
+        if isinstance(bn, cls):
+            return bn
+        new = cls(bn.num_features, bn.eps, bn.momentum, device="meta")
+        new.weight, new.bias = bn.weight, bn.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(new, name, getattr(bn, name))
+        new.train(bn.training)
+        return new
+
+
+def _mobiletl_unit(unit: "ConvNormAct", what: str) -> None:
+    if not isinstance(unit.norm, nn.BatchNorm2d):
+        raise TypeError(
+            f"MobileTL mode needs BatchNorm2d norms (it freezes their running statistics); "
+            f"{what} has {type(unit.norm).__name__}: apply it to a network without to_groupnorm")
+
+
+def to_mobiletl(module: nn.Module, surrogate=None) -> nn.Module:
+    """Put an inverted residual block (or a conv-norm-activation unit) in MobileTL mode, in
+    place, and return it (Chiang et al., AAAI 2023, Fig. 2; chapter 3).
+
+    For an :class:`InvertedResidual`: norms 1 and 2 (``expand.norm``, ``depthwise.norm``, see
+    :meth:`InvertedResidual.norm_layers`) become :class:`FrozenStatsBatchNorm2d` sharing their
+    parameters and statistics, and only their shift (``bias``) trains; norm 3 (``project.norm``)
+    trains fully (scale, shift, and statistics in training mode); every conv weight trains, the
+    squeeze-excite module included; the activations after norms 1 and 2 become 1-bit mask
+    activations (:mod:`ondevice.mask_activations`; ``surrogate`` for Hard-Swish, default
+    :data:`~ondevice.mask_activations.MOBILETL_SURROGATE`, our choice). The forward pass equals
+    the block's forward with norms 1 and 2 in eval mode.
+
+    For a :class:`ConvNormAct` with an activation (e.g. a network's final 1x1 conv): the same
+    treatment as norm 1 (conv weight trains, shift-only frozen-statistics norm, mask activation).
+
+    The block's forward (the class) is unchanged: only its sub-modules are replaced. Blocks with
+    GroupNorm or with a TinyTL lite residual branch are rejected.
+    """
+    from .mask_activations import MOBILETL_SURROGATE, check_surrogate, to_mask_activation
+
+    surrogate = check_surrogate(MOBILETL_SURROGATE if surrogate is None else surrogate)
+    if isinstance(module, InvertedResidual):
+        if module.lite is not None:
+            raise ValueError("this block has a TinyTL lite residual branch; MobileTL mode applies "
+                             "to plain inverted residual blocks")
+        units = [u for u in (module.expand, module.depthwise) if u is not None]
+        for u, what in zip(units, ("the expansion conv", "the depthwise conv")[-len(units):]):
+            _mobiletl_unit(u, what)
+        _mobiletl_unit(module.project, "the projection conv")
+        module.requires_grad_(True)
+    elif isinstance(module, ConvNormAct) and not isinstance(module.act, nn.Identity):
+        _mobiletl_unit(module, "this unit")
+        units = [module]
+        module.conv.requires_grad_(True)
+    else:
+        raise TypeError(f"to_mobiletl needs an InvertedResidual or a ConvNormAct with an "
+                        f"activation, got {type(module).__name__}")
+    for u in units:
+        u.act = to_mask_activation(u.act, surrogate)
+        u.norm = FrozenStatsBatchNorm2d.from_batchnorm(u.norm)
+        u.norm.weight.requires_grad_(False)
+        u.norm.bias.requires_grad_(True)
+    return module
+
+
+def is_mobiletl(module: nn.Module) -> bool:
+    """Whether :func:`to_mobiletl` has converted ``module`` (its norms 1 and 2 are frozen-statistics)."""
+    if isinstance(module, InvertedResidual):
+        return all(isinstance(n, FrozenStatsBatchNorm2d) for n in module.norm_layers()[:2] if n is not None)
+    return isinstance(module, ConvNormAct) and isinstance(module.norm, FrozenStatsBatchNorm2d)
 
 
 class LiteResidual(nn.Module):

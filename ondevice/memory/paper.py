@@ -13,6 +13,10 @@ in its reference code. Its rules, per leaf layer at batch size 1 (design.md §3)
 - total = peak (batch 1) x batch size + parameter bytes (trainable 32 bit, frozen at
   ``frozen_param_bits``); gradients and optimizer state are not counted.
 
+MobileTL's modules (chapter 3) fit these rules as they are: a frozen-statistics norm is a norm
+whose gamma is frozen (nothing kept), and a mask activation is charged 1 bit per element, like
+ReLU, whatever the activation (the point of keeping a mask).
+
 These rules are optimistic in two places the book points out: ReLU6 is charged 1 bit even when
 stock PyTorch keeps 32, and a norm with frozen gamma is charged nothing although its input
 gradient needs the normalized input.
@@ -31,12 +35,15 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..blocks import InvertedResidual
+from ..mask_activations import MASK_ACTIVATIONS
 from ..models.resnet import Bottleneck
 from .trace import Call
 
 _CONV, _LINEAR = (nn.Conv2d,), (nn.Linear,)
 _NORM = (nn.BatchNorm2d, nn.GroupNorm)
-_ONE_BIT = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+# MobileTL's mask activations (chapter 3) keep 1 bit per element by construction, Hard-Swish too:
+# charged like ReLU (consistent with the per-block numbers of MobileTL's Fig. 1, chapter 3).
+_ONE_BIT = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, *MASK_ACTIVATIONS)
 _SMOOTH = (nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid)
 
 

@@ -35,7 +35,13 @@ differs from stock PyTorch in these layers: a conv or WS conv with a frozen weig
 statistics keeps x only if gamma trains (otherwise it is an affine map); a norm whose shift alone
 trains, with no gradient for its input, keeps nothing (d(beta) = sum(dy)); ReLU, ReLU6, Hardtanh, Hard-Sigmoid and LeakyReLU keep
 1 bit per element (exact), Hard-Swish 1 bit (MobileTL's approximation, chapter 3); pooling keeps
-only max-pool's indices. Until those kernels exist it is derived, not measured.
+only max-pool's indices. Masks are packed 32 per int32 word (``4 * ceil(numel / 32)`` bytes, as
+:mod:`kernels.bits` packs them). Until those kernels exist it is derived, not measured.
+
+MobileTL's modules (chapter 3) keep the same in both profiles, because their plain-torch forward
+already saves only what the math needs, and the tests measure it: a mask activation
+(:mod:`ondevice.mask_activations`) keeps its packed mask; a :class:`FrozenStatsBatchNorm2d`
+(shift-only norm) keeps its per-channel scale, plus its input if gamma trains.
 
 To support a new module type, register a rule::
 
@@ -54,8 +60,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..blocks import (ConvNet, ConvNormAct, InvertedResidual, LiteResidual, SkipBlock,
-                      SqueezeExcite)
+from ..blocks import (ConvNet, ConvNormAct, FrozenStatsBatchNorm2d, InvertedResidual,
+                      LiteResidual, SkipBlock, SqueezeExcite)
+from ..mask_activations import MASK_ACTIVATIONS
 from ..models.groupnorm import WSConv2d
 from ..models.resnet import Bottleneck
 from .trace import Call, TensorInfo
@@ -75,10 +82,11 @@ class Stored:
     per_sample: int = 0
     fixed: int = 0
     storage: int | None = None
-    bits: int = 0  # per-sample bits of a packed mask (masked profile): ceil(bits * batch / 8) bytes
+    bits: int = 0  # per-sample bits of a packed mask: ceil(bits * batch / (8 word)) words
+    word: int = 1  # bytes per word of the packed mask (4: int32 words, as kernels.bits packs)
 
     def nbytes(self, batch: int) -> int:
-        return self.per_sample * batch + self.fixed + -(-self.bits * batch // 8)
+        return self.per_sample * batch + self.fixed + self.word * -(-self.bits * batch // (8 * self.word))
 
 
 @dataclass(frozen=True)
@@ -145,9 +153,13 @@ def flows(call: Call) -> bool:
     return call.input.requires_grad or any(p.requires_grad for p in call.module.parameters(False))
 
 
+MASK_WORD = 4  # bytes: masks are packed 32 elements per int32 word (kernels.bits)
+
+
 def mask(t: TensorInfo, why: str) -> Stored:
-    """A 1-bit-per-element mask of ``t`` (masked profile)."""
-    return Stored("1-bit mask", why, bits=t.numel)
+    """A 1-bit-per-element mask of ``t``, packed in int32 words: ``4 * ceil(numel / 32)`` bytes
+    for the whole batch (what :func:`kernels.bits.pack_bits` returns)."""
+    return Stored("1-bit mask", why, bits=t.numel, word=MASK_WORD)
 
 
 def _numel(shape) -> int:
@@ -254,6 +266,34 @@ def keeps_input(call: Call, ctx: Context) -> list[Stored]:
     if ctx.masked and type(call.module) in ONE_BIT:
         return [mask(call.input, ONE_BIT[type(call.module)])]
     return [keep(call.input, "input x", "the derivative is a function of x")]
+
+
+@rule(*MASK_ACTIVATIONS)
+def mask_activation(call: Call, ctx: Context) -> list[Stored]:
+    """MobileTL's activations (:mod:`ondevice.mask_activations`): the packed mask and nothing
+    else, in both profiles (that is what their autograd function saves)."""
+    if not call.input.requires_grad:
+        return []
+    why = ("the derivative is exactly 0 or 1 by the bit" if call.module.exact else
+           "the surrogate derivative: low or high by the bit (chapter 3)")
+    return [mask(call.input, why)]
+
+
+@rule(FrozenStatsBatchNorm2d)
+def frozen_stats_batch_norm(call: Call, ctx: Context) -> list[Stored]:
+    """MobileTL's norms 1 and 2, an affine map ``x * scale + shift`` (both profiles: that is
+    what its plain-torch forward saves)."""
+    if not flows(call):
+        return []
+    m = call.module
+    size = m.num_features * m.weight.element_size()
+    out = []
+    if call.input.requires_grad:
+        out.append(Stored("per-channel scale", "dx = dy * gamma / sqrt(running_var + eps)", fixed=size))
+    if trains(m, "weight"):
+        out += [keep(call.input, "input x", "d(gamma) = sum(dy * x_hat)"),
+                Stored("1/sqrt(running_var + eps)", "d(scale)/d(gamma)", fixed=size)]
+    return out
 
 
 @rule(nn.Dropout)
