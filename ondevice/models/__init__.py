@@ -15,7 +15,7 @@ from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
 from .proxylessnas import proxylessnas_mobile
 from .resnet import Bottleneck, resnet50
-from .tiny import tiny_mbconv
+from .tiny import proxylessnas_tiny, tiny_mbconv
 
 ZOO: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": mobilenet_v2,
@@ -35,6 +35,6 @@ def build(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "ZOO", "Bottleneck", "WSConv2d", "build", "mobilenet_v2", "mobilenet_v3_large",
-    "mobilenet_v3_small", "num_groups", "proxylessnas_mobile", "resnet50", "tiny_mbconv",
+    "mobilenet_v3_small", "num_groups", "proxylessnas_mobile", "proxylessnas_tiny", "resnet50", "tiny_mbconv",
     "to_groupnorm",
 ]

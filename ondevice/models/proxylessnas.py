@@ -34,12 +34,17 @@ STAGES = [
 ]
 
 
-def proxylessnas_mobile(width_mult: float = 1.0, num_classes: int = 1000) -> ConvNet:
-    """ProxylessNAS-Mobile: 3x3 s2 stem -> 32, 22 blocks (2 of them skips), 1x1 conv -> 1280."""
+def proxylessnas_mobile(width_mult: float = 1.0, num_classes: int = 1000, *, stages=STAGES,
+                        last_channels: int | None = None) -> ConvNet:
+    """ProxylessNAS-Mobile: 3x3 s2 stem -> 32, 22 blocks (2 of them skips), 1x1 conv -> 1280.
+
+    ``stages`` (default :data:`STAGES`) and ``last_channels`` (default 1280, or 1280 x width for
+    widths above 1) let smaller variants keep the same block pattern (``models.tiny``).
+    """
     in_ch = make_divisible(32 * width_mult)
     stem = ConvNormAct(3, in_ch, 3, 2)
     blocks = []
-    for channels, first_stride, choices in STAGES:
+    for channels, first_stride, choices in stages:
         out_ch = make_divisible(channels * width_mult)
         for i, choice in enumerate(choices):
             if choice is SKIP:
@@ -50,6 +55,6 @@ def proxylessnas_mobile(width_mult: float = 1.0, num_classes: int = 1000) -> Con
             blocks.append(InvertedResidual(in_ch, out_ch, kernel, first_stride if i == 0 else 1,
                                            expand))
             in_ch = out_ch
-    last = make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280
+    last = last_channels or (make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280)
     return ConvNet(stem, blocks, ConvNormAct(in_ch, last, 1),
                    nn.Sequential(nn.Linear(last, num_classes)))
