@@ -9,7 +9,8 @@ figure with a slider, for the static HTML book. Both use the same numbers.
 
 The networks are the zoo's models as TinyTL trains them: GroupNorm with weight standardization,
 lite residual branches where the model has inverted residual blocks, and a 102-class head (the
-head of TinyTL's Table 2).
+head of TinyTL's Table 2). MobileTL runs on the stock BatchNorm network with its top 5 blocks in
+MobileTL mode (chapter 3).
 """
 
 from __future__ import annotations
@@ -57,10 +58,28 @@ def network(model: str) -> nn.Module:
     return to_groupnorm(net)
 
 
+@functools.lru_cache(maxsize=None)
+def _mobiletl_network(model: str) -> nn.Module:
+    # MobileTL rebuilds the top blocks of the stock BatchNorm network (it needs running
+    # statistics and no lite branches), so it gets its own instance, converted once.
+    return transfer.apply(build(model, num_classes=NUM_CLASSES), "mobiletl")
+
+
+def configured(model: str, method: str) -> nn.Module:
+    """The network of ``model`` set up for ``method``: TinyTL's network (:func:`network`) for the
+    methods that only choose what trains, the stock BatchNorm network in MobileTL mode (top 5
+    blocks, the paper's headline K) for ``"mobiletl"``."""
+    if method in transfer.BLOCK_METHODS:
+        return _mobiletl_network(model)
+    return transfer.apply(network(model), method)
+
+
 def methods_for(model: str) -> list[str]:
-    """The transfer methods that apply to ``model`` (TinyTL-L needs inverted residual blocks)."""
-    has_lite = any(isinstance(b, InvertedResidual) for b in network(model).modules())
-    return [m for m in transfer.METHODS if has_lite or m not in ("tinytl_l", "tinytl_lb")]
+    """The transfer methods that apply to ``model``: TinyTL-L and MobileTL need inverted
+    residual blocks."""
+    has_irb = any(isinstance(b, InvertedResidual) for b in network(model).modules())
+    return [m for m in (*transfer.METHODS, *transfer.BLOCK_METHODS)
+            if has_irb or m not in ("tinytl_l", "tinytl_lb", "mobiletl")]
 
 
 @dataclass(frozen=True)
@@ -138,7 +157,7 @@ def answer(q: Question) -> Answer:
 
 @functools.lru_cache(maxsize=4096)
 def _curve(model: str, method: str, resolution: int, profile: str, bits: int, optimizer: str):
-    net = transfer.apply(network(model), method)
+    net = configured(model, method)
     return memory_curve(net, (3, resolution, resolution), profile=profile, frozen_param_bits=bits,
                         optimizer=optimizer)
 

@@ -3,11 +3,13 @@
 from dataclasses import replace
 
 import pytest
+import torch
 
 from ondevice import methods
 from ondevice.memory import estimate
+from ondevice.models import build
 from ondevice.whatif import (DEVICES, MAX_BATCH, RESOLUTIONS, Explorer, Question, answer, limits,
-                             methods_for, network, problems, static_explorer, total)
+                             configured, methods_for, network, problems, static_explorer, total)
 
 Q = Question(model="proxylessnas_mobile", method="tinytl_lb", resolution=160, batch=8, frozen_bits=8,
              optimizer="adam", profile="paper", budget=40e6)
@@ -15,7 +17,7 @@ Q = Question(model="proxylessnas_mobile", method="tinytl_lb", resolution=160, ba
 
 def test_answer_is_the_engine_estimate():
     a = answer(Q)
-    model = methods.apply(network(Q.model), Q.method)
+    model = configured(Q.model, Q.method)
     expected = estimate(model, (8, 3, 160, 160), profile="paper", frozen_param_bits=8, optimizer="adam")
     assert a.total == expected.total == total(Q)
     assert sum(a.breakdown().values()) == a.total
@@ -94,7 +96,7 @@ def test_static_figure_matches_the_engine_at_sampled_grid_points():
     for frame, res in zip(fig.frames, (96, 224, 320)):
         for trace, b in zip(frame.data, batches):
             for m, y in zip(trace.x, trace.y):
-                model = methods.apply(network("proxylessnas_mobile"), m)
+                model = configured("proxylessnas_mobile", m)
                 expected = estimate(model, (b, 3, res, res), profile="paper", frozen_param_bits=8,
                                     optimizer="adam").total
                 assert y == expected / 1e6
@@ -113,3 +115,14 @@ def test_static_figure_labels_every_budget_line_where_the_line_is():
     low, high = fig.layout.yaxis.range
     bars = [y for f in fig.frames for t in f.data for y in t.y]
     assert 10**low < min(bars + lines) and 10**high > max(bars + lines)
+
+
+def test_mobiletl_is_offered_on_its_own_batchnorm_network():
+    assert "mobiletl" in methods_for("mobilenet_v3_large") and "mobiletl" not in methods_for("resnet50")
+    net = configured("mobilenet_v2", "mobiletl")
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    assert configured("mobilenet_v2", "tinytl_lb") is network("mobilenet_v2")  # untouched by MobileTL
+    q = replace(Q, model="mobilenet_v2", method="mobiletl", profile="pytorch")
+    expected = estimate(methods.apply(build("mobilenet_v2", num_classes=102), "mobiletl"), (8, 3, 160, 160),
+                        profile="pytorch", frozen_param_bits=8, optimizer="adam")
+    assert answer(q).total == expected.total
