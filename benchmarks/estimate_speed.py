@@ -13,15 +13,10 @@ Usage: ``python benchmarks/estimate_speed.py [--repeats N]``
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
-import torch
+from common import host, machine, stats, timed, today
 from tqdm import tqdm
 
 from ondevice import methods
@@ -31,22 +26,6 @@ from ondevice.models import proxylessnas_mobile, to_groupnorm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MS = 50.0
-
-
-def timed(fn) -> float:
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1000
-    finally:
-        gc.enable()
-
-
-def stats(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    return {"median": statistics.median(ordered), "p95": ordered[int(0.95 * (len(ordered) - 1))],
-            "max": ordered[-1]}
 
 
 def main() -> int:
@@ -72,13 +51,11 @@ def main() -> int:
         "new_resolution_ms": stats(new_resolution),
         "new_batch_ms": stats(new_batch),
         "samples": {"new_resolution": len(new_resolution), "new_batch": len(new_batch)},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "date": today(),
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"estimate_speed-{platform.node() or 'host'}.json"
+    out = RESULTS / f"estimate_speed-{host()}.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     p95 = max(summary["new_resolution_ms"]["p95"], summary["new_batch_ms"]["p95"])

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import command, machine, today
 
 from ondevice import methods
 from ondevice.data import TASKS, loaders
@@ -89,9 +86,9 @@ def main(argv=None) -> None:
     entries = {}
     for name, norm, lite in (("proxylessnas_tiny-gn-lite", "gn", True), ("proxylessnas_tiny-bn", "bn", False)):
         entries[name] = train_backbone(name, {**base, "norm": norm, "lite": lite}, args, source_train, source_test)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    cmd = command(argv)
     for entry in entries.values():
-        entry["training"]["command"] = command
+        entry["training"]["command"] = cmd
     (args.out / "manifest.json").write_text(json.dumps(entries, indent=2) + "\n")
     if args.quick:
         print(f"quick run: wrote {args.out} (not recorded)")
@@ -99,10 +96,8 @@ def main(argv=None) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pretrain.json").write_text(json.dumps({
         "what": "benchmarks/pretrain.py: backbones shipped in ondevice/weights",
-        "command": command, "backbones": {k: v["training"] for k, v in entries.items()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "date": time.strftime("%Y-%m-%d"),
+        "command": cmd, "backbones": {k: v["training"] for k, v in entries.items()},
+        "machine": machine(), "date": today(),
     }, indent=2) + "\n")
     print(f"wrote {args.out}/manifest.json and {RESULTS / 'pretrain.json'}")
 

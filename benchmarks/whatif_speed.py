@@ -12,38 +12,18 @@ Usage: ``python benchmarks/whatif_speed.py [--repeats N]``
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
-import platform
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+from common import host, machine, stats, timed, today
 from tqdm import tqdm
 
 from ondevice.whatif import RESOLUTIONS, Explorer, Question, answer, limits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MS = 50.0
-
-
-def timed(fn) -> float:
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1000
-    finally:
-        gc.enable()
-
-
-def stats(samples):
-    ordered = sorted(samples)
-    return {"median": statistics.median(ordered), "p95": ordered[int(0.95 * (len(ordered) - 1))],
-            "max": ordered[-1], "n": len(ordered)}
 
 
 def main() -> int:
@@ -71,12 +51,11 @@ def main() -> int:
         "target_ms": TARGET_MS, "gc": "disabled during each timed call, as timeit does",
         "first_visit_s": first_visit,
         "numbers_ms": stats(numbers), "full_update_with_figure_ms": stats(full),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "date": today(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"whatif_speed-{platform.node() or 'host'}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"whatif_speed-{host()}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     p95 = summary["full_update_with_figure_ms"]["p95"]
     print(f"full update p95 {p95:.1f} ms: {'meets' if p95 <= TARGET_MS else 'MISSES'} the {TARGET_MS:.0f} ms target")

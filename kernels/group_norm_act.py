@@ -58,6 +58,7 @@ try:
 
     from .affine_act import affine_act_tile
     from .bits import pack_rows
+    from .norm_act_backward import load_affine
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
 
@@ -125,12 +126,7 @@ if triton is not None:
             inside = (idx >= start) & (idx < end)
             chan = g * Cg + ((idx - start) // HW).to(tl.int32)
             x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
-            gam = tl.full([WORDS, 32], 1.0, tl.float32)
-            bet = tl.zeros([WORDS, 32], dtype=tl.float32)
-            if HAS_W:
-                gam = tl.load(w_ptr + chan, mask=inside, other=0.0).to(tl.float32)
-            if HAS_B:
-                bet = tl.load(b_ptr + chan, mask=inside, other=0.0).to(tl.float32)
+            gam, bet = load_affine(w_ptr, b_ptr, chan, inside, HAS_W, HAS_B)
             y, m = affine_act_tile(x_hat, gam, bet, threshold, ACT, y_ptr.dtype.element_ty)
             tl.store(y_ptr + idx, y, mask=inside)
             if WRITE_MASK:

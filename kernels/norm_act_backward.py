@@ -96,6 +96,17 @@ if triton is not None:
         return dz, x_hat
 
     @triton.jit
+    def load_affine(w_ptr, b_ptr, chan, inside, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+        """gamma and beta of the channels ``chan`` in float32 (1 and 0 where the norm has none)."""
+        gam = chan.to(tl.float32) * 0.0 + 1.0
+        bet = chan.to(tl.float32) * 0.0
+        if HAS_W:
+            gam = tl.load(w_ptr + chan, mask=inside, other=0.0).to(tl.float32)
+        if HAS_B:
+            bet = tl.load(b_ptr + chan, mask=inside, other=0.0).to(tl.float32)
+        return gam, bet
+
+    @triton.jit
     def _norm_act_bwd_kernel(dy_ptr, x_ptr, words_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr,
                              dx_ptr, dw_ptr, db_ptr, C, HW, G, Cg, low, high,
                              ACT: tl.constexpr, EXACT: tl.constexpr, HAS_X: tl.constexpr,
@@ -122,12 +133,7 @@ if triton is not None:
             ch = c0 + rows
             ch_in = ch < Cg
             chan = g * Cg + ch
-            gam = tl.full([CBLOCK], 1.0, tl.float32)
-            bet = tl.zeros([CBLOCK], dtype=tl.float32)
-            if HAS_W:
-                gam = tl.load(w_ptr + chan, mask=ch_in, other=0.0).to(tl.float32)
-            if HAS_B:
-                bet = tl.load(b_ptr + chan, mask=ch_in, other=0.0).to(tl.float32)
+            gam, bet = load_affine(w_ptr, b_ptr, chan, ch_in, HAS_W, HAS_B)
             part_b = tl.zeros([CBLOCK, HBLOCK], dtype=tl.float32)
             part_w = tl.zeros([CBLOCK, HBLOCK], dtype=tl.float32)
             for h0 in range(0, HW, HBLOCK):
@@ -159,12 +165,7 @@ if triton is not None:
                     ch = c0 + rows
                     ch_in = ch < Cg
                     chan = g * Cg + ch
-                    gam = tl.full([CBLOCK], 1.0, tl.float32)
-                    bet = tl.zeros([CBLOCK], dtype=tl.float32)
-                    if HAS_W:
-                        gam = tl.load(w_ptr + chan, mask=ch_in, other=0.0).to(tl.float32)
-                    if HAS_B:
-                        bet = tl.load(b_ptr + chan, mask=ch_in, other=0.0).to(tl.float32)
+                    gam, bet = load_affine(w_ptr, b_ptr, chan, ch_in, HAS_W, HAS_B)
                     for h0 in range(0, HW, HBLOCK):
                         hw = h0 + cols
                         inside = ch_in[:, None] & (hw < HW)[None, :]

@@ -61,6 +61,7 @@ def test_pretrain_script_runs_quickly(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "pretrain.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as when run as a script: `import common`
     spec = importlib.util.spec_from_file_location("pretrain", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

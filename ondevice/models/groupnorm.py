@@ -8,7 +8,6 @@ bias-free conv (weight standardization, Qiao et al. 2019).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
