@@ -7,7 +7,8 @@ profile's per-layer rules, and adds parameters, gradients and optimizer state:
   ``saved_activations`` equals :func:`ondevice.memory.measure` to the byte.
 - ``profile="paper"``: TinyTL's profiler rules (:mod:`.paper`), to reproduce the paper's tables.
 - ``profile="masked"``: what the math needs with 1-bit activation masks (:mod:`.rules`), the
-  target of the book's kernels; derived, and measured once the kernels exist (chapter 4).
+  target of the book's kernels; equal to measurement on models built from them (chapters 3, 4),
+  derived for stock layers.
 
 Which parameters train is read from ``requires_grad`` and which layers are in training mode
 from ``module.training``, so any transfer method is covered.

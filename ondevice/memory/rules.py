@@ -36,7 +36,9 @@ statistics keeps x only if gamma trains (otherwise it is an affine map); a norm 
 trains, with no gradient for its input, keeps nothing (d(beta) = sum(dy)); ReLU, ReLU6, Hardtanh, Hard-Sigmoid and LeakyReLU keep
 1 bit per element (exact), Hard-Swish 1 bit (MobileTL's approximation, chapter 3); pooling keeps
 only max-pool's indices. Masks are packed 32 per int32 word (``4 * ceil(numel / 32)`` bytes, as
-:mod:`kernels.bits` packs them). Until those kernels exist it is derived, not measured.
+:mod:`kernels.bits` packs them). On the book's own modules (chapter 3's mask activations and
+shift-only norms, chapter 4's ``GroupNormAct`` / ``FrozenNormAct``) it equals measurement
+(tests); on stock layers it is derived: what those modules would keep in their place.
 
 MobileTL's modules (chapter 3) keep the same in both profiles, because their plain-torch forward
 already saves only what the math needs, and the tests measure it: a mask activation
