@@ -87,3 +87,17 @@ def test_exact_keeps_at_most_052_and_detached_at_most_one_60th_of_eager(activati
     assert eager == 2 * x.numel() * 4 + 2 * 2 * 2 * 4  # x and the activation input; mean and rstd
     assert exact <= 0.52 * eager
     assert detached <= eager / 60
+
+
+@pytest.mark.parametrize("gamma_trains", [False, True])
+def test_paper_profile_counts_the_fused_modules_like_the_pair_they_replace(gamma_trains):
+    torch.manual_seed(0)
+    conv, gn, act = nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU6()
+    bn = nn.BatchNorm2d(16).eval()
+    gn.weight.requires_grad_(gamma_trains)
+    pair = nn.Sequential(conv, gn, act, nn.Conv2d(16, 16, 1), bn, nn.ReLU6())
+    fused = nn.Sequential(conv, GroupNormAct.from_modules(gn, act), pair[3], FrozenNormAct.from_batchnorm(bn, pair[5]))
+    bn.weight.requires_grad_(False)  # as from_batchnorm leaves it, in both models
+    a = estimate(pair, (2, 3, 8, 8), profile="paper").saved_activations
+    b = estimate(fused, (2, 3, 8, 8), profile="paper").saved_activations
+    assert a == b > 0
