@@ -17,7 +17,8 @@ FrozenNormAct      the packed mask whenever a gradient flows; ``scale`` (C value
                    tensor) when dx is needed
 =================  ===============================================================================
 
-The ``paper`` profile (TinyTL's profiler) does not know these modules; see ``paper.py``.
+The ``paper`` profile (TinyTL's profiler, ``paper.py``) counts them as the norm + 1-bit activation
+they replace.
 
 This module also teaches the shape trace (:mod:`.trace`) the two functions the modules call.
 """
@@ -25,27 +26,14 @@ This module also teaches the shape trace (:mod:`.trace`) the two functions the m
 from __future__ import annotations
 
 from kernels.affine_act import affine_act, saved_by_affine_act
-from kernels.bits import BITS
 from kernels.group_norm_act import group_norm_act, saved_by_group_norm_act
 from kernels.norm_act import FrozenNormAct, GroupNormAct
 
 from . import trace
-from .rules import Context, Stored, keep, rule, trains
+from .rules import Context, Stored, keep, mask, rule, trains
 from .trace import Call
 
 STAT_BYTES = 4  # the kernels keep mean and rstd in float32 for every input dtype
-
-
-class PackedMask(Stored):
-    """A 1-bit mask packed in int32 words over the whole batch: ``4 * ceil(bits * batch / 32)``
-    bytes (``bits``: elements per sample)."""
-
-    def nbytes(self, batch: int) -> int:
-        return 4 * -(-self.bits * batch // BITS)
-
-
-def _packed_mask(call: Call, why: str) -> Stored:
-    return PackedMask("1-bit mask (int32 words)", why, bits=call.input.numel)
 
 
 @rule(GroupNormAct)
@@ -57,7 +45,7 @@ def group_norm_act_rule(call: Call, ctx: Context) -> list[Stored]:
     if plan.x:
         out.append(keep(call.input, "input x", "exact GroupNorm backward: x_hat for dx and d(gamma)"))
     if plan.mask:
-        out.append(_packed_mask(call, f"{m.activation} derivative from 1 bit per element"))
+        out.append(mask(call.input, f"{m.activation} derivative from 1 bit per element"))
     if plan.stats:
         out.append(Stored("group mean and 1/std (float32)", "per (sample, group) statistics, for dx",
                           per_sample=2 * m.num_groups * STAT_BYTES))
@@ -70,7 +58,7 @@ def frozen_norm_act_rule(call: Call, ctx: Context) -> list[Stored]:
     plan = saved_by_affine_act(call.input.requires_grad, trains(m, "bias"))
     out = []
     if plan.mask:
-        out.append(_packed_mask(call, f"{m.activation} derivative from 1 bit per element"))
+        out.append(mask(call.input, f"{m.activation} derivative from 1 bit per element"))
     if plan.scale:
         scale = m.scale_shift()[0]
         out.append(Stored("scale = gamma / sqrt(running_var + eps)", "dx = scale * dz",
@@ -78,14 +66,7 @@ def frozen_norm_act_rule(call: Call, ctx: Context) -> list[Stored]:
     return out
 
 
-def _same_shape(x, *args, **kwargs):
-    """Shape rule for the fused functions: the output is shaped like ``x`` and needs a gradient
-    when any tensor argument does."""
-    values = (x, *args, *kwargs.values())
-    return trace.ShapeTensor(x.shape, x.dtype, any(getattr(v, "requires_grad", False) for v in values))
+trace.register_shape_rule(group_norm_act)  # outputs shaped like their input
+trace.register_shape_rule(affine_act)
 
-
-trace._RULES[group_norm_act] = _same_shape
-trace._RULES[affine_act] = _same_shape
-
-__all__ = ["PackedMask", "STAT_BYTES", "frozen_norm_act_rule", "group_norm_act_rule"]
+__all__ = ["STAT_BYTES", "frozen_norm_act_rule", "group_norm_act_rule"]

@@ -100,8 +100,8 @@ class ShapeTensor:
         if rule is None:
             name = getattr(func, "__name__", repr(func))
             raise NotImplementedError(
-                f"the shape trace has no rule for {name}; add one to _RULES in "
-                f"ondevice/memory/trace.py")
+                f"the shape trace has no rule for {name}; register one with "
+                f"ondevice.memory.trace.register_shape_rule({name}, rule)")
         return rule(*args, **kwargs)
 
 
@@ -209,6 +209,15 @@ _RULES = {
         F.leaky_relu, F.elu, torch.sqrt, torch.rsqrt)},
 }
 _RULES[F._max_pool2d] = _pool2d  # max_pool2d without indices
+
+
+def register_shape_rule(func, rule=None) -> None:
+    """Teach the shape trace a function that modules call (e.g. a custom fused op, chapter 4).
+
+    ``rule(x, *args, **kwargs)`` returns the output's :class:`ShapeTensor`; by default the output
+    is shaped like the first argument and needs a gradient when any tensor argument does.
+    """
+    _RULES[func] = rule if rule is not None else (lambda x, *args, **kwargs: _new(x, x.shape, *args, *kwargs.values()))
 
 
 @dataclass
