@@ -138,6 +138,20 @@ def _check(model, input_shape, profile, frozen_param_bits, optimizer):
     return shape
 
 
+def _prepare(model, shape, dtype, input_requires_grad, frozen_bits, optimizer):
+    """The batch-1 trace, the distinct parameters, and (params, gradients, optimizer state) bytes."""
+    modules = list(model.modules())
+    parameters = _parameters(modules)
+    root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad)
+    return root, parameters, _param_bytes(parameters, frozen_bits, optimizer)
+
+
+def _paper(root: Call):
+    """The paper's replay of a trace: its layers, and kept and peak bytes per sample."""
+    layers = paper.replay(root)
+    return layers, sum(l.kept for l in layers), max((l.running for l in layers), default=0.0)
+
+
 def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
              frozen_param_bits: int = 32, optimizer: str = "sgd",
              dtype: torch.dtype = torch.float32, device: str | None = None,
@@ -153,14 +167,10 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
     """
     shape = _check(model, input_shape, profile, frozen_param_bits, optimizer)
     batch = shape[0]
-    modules = list(model.modules())
-    parameters = _parameters(modules)
-    root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad)
-    params, grads, opt = _param_bytes(parameters, frozen_param_bits, optimizer)
+    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, input_requires_grad,
+                                                      frozen_param_bits, optimizer)
     if profile == "paper":
-        layers = paper.replay(root)
-        kept = sum(l.kept for l in layers)
-        peak = max((l.running for l in layers), default=0.0)
+        layers, kept, peak = _paper(root)
         table = [Layer(l.call.name, type(l.call.module).__name__, _batched(l.call.input, batch),
                        _batched(l.call.output, batch), int(l.kept * batch),
                        (f"temporary buffer {l.temporary * batch:,.0f} B",)) for l in layers]
@@ -313,14 +323,9 @@ def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch",
                  dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryCurve:
     """Memory of ``model`` on inputs of ``sample_shape`` (C, H, W) as a function of the batch."""
     shape = _check(model, (1, *tuple(sample_shape)), profile, frozen_param_bits, optimizer)
-    modules = list(model.modules())
-    parameters = _parameters(modules)
-    root = _cached_trace(model, modules, parameters, shape[1:], dtype, False)
-    params, grads, opt = _param_bytes(parameters, frozen_param_bits, optimizer)
+    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer)
     if profile == "paper":
-        layers = paper.replay(root)
-        kept = sum(l.kept for l in layers)
-        peak = max((l.running for l in layers), default=0.0)
+        _, kept, peak = _paper(root)
         return MemoryCurve(profile, shape[1:], params, grads, opt,
                            lambda b: (int(kept * b), int(peak * b)))  # as estimate() rounds
     if device is None:
