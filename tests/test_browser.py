@@ -142,3 +142,24 @@ def test_static_what_if_explorer_has_a_slider_and_draws(browser):
     page.screenshot(path=str(SHOTS / "what-fits-where.png"))
     assert not remote, f"requests left the machine: {remote}"
     assert not errors, errors
+
+
+def chapter_pages() -> list[str]:
+    """Every built chapter and lab page (relative to the HTML root), for the figure check."""
+    pages = [p for d in ("book", "labs") for p in sorted((HTML / d).rglob("*.html"))] if HTML.exists() else []
+    return [str(p.relative_to(HTML)) for p in pages]
+
+
+@pytest.mark.parametrize("name", chapter_pages())
+def test_every_figure_of_every_page_draws_offline(browser, name):
+    page, remote, errors = open_page(browser, HTML / name, height=900)
+    page.wait_for_load_state("load")
+    figures = page.locator(".book-plotly").count()
+    if figures:  # each figure's loader replaced its placeholder with plotly's SVG
+        page.wait_for_function(
+            "n => document.querySelectorAll('.book-plotly .main-svg').length >= n", arg=figures, timeout=60_000)
+    text = page.inner_text("body")
+    page.close()
+    assert "could not be drawn" not in text
+    assert not remote, f"requests left the machine: {remote}"
+    assert not errors, errors
