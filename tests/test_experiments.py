@@ -48,3 +48,50 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="seeds must be"):
         run(["digits"], ["FT-Last"], [], TINY, progress=False)
     assert "MobileTL K=5" in METHODS and "TinyTL-L+B" in METHODS
+
+
+def _expected_trainable(method: str, name: str) -> bool:
+    """Which parameters of the shipped backbones each experiment row trains (by name)."""
+    head = name.startswith("classifier.")
+    lite = ".lite." in name
+    if method in ("FT-Full", "FT-Full (BN)"):
+        return True
+    if method in ("FT-Last", "FT-Last (BN)"):
+        return head
+    if method == "FT-Norm+Last":
+        return head or ".norm" in name or "final_norm" in name
+    if method == "TinyTL-B":
+        return head or name.endswith("bias")
+    if method == "TinyTL-L":
+        return head or lite
+    if method == "TinyTL-L+B":
+        return head or (lite and not name.endswith("final_norm.bias")) or (not lite and name.endswith("bias"))
+    k = int(method.split("=")[1])  # MobileTL K=k: the top k of the 12 blocks, the final conv, the head
+    top = name.startswith(tuple(f"blocks.{i}." for i in range(12 - k, 12)))
+    if top or name.startswith("final_conv."):
+        return not name.endswith(("expand.norm.weight", "depthwise.norm.weight", "final_conv.norm.weight"))
+    return head
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_trains_exactly_its_set_on_the_shipped_backbone(method):
+    import torch
+
+    from ondevice.data import loaders
+    from ondevice.pretrained import load_pretrained
+    from ondevice.train import fit
+
+    spec = METHODS[method]
+    model = spec.apply(load_pretrained(spec.backbone, num_classes=16))
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trains == {n for n, _ in model.named_parameters() if _expected_trainable(method, n)}
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    train, _ = loaders("target", n_train=1, n_test=1, batch_size=8, seed=0)
+    fit(model, train, epochs=1, lr=1e-2, progress=False)
+    after = model.state_dict()
+    for n, p in model.named_parameters():
+        assert torch.equal(before[n], after[n]) != (n in trains), n  # frozen: bit-identical; trained: moved
+    for module_name, m in model.named_modules():  # a norm with nothing trainable keeps its statistics
+        if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+            for b, _ in m.named_buffers():
+                assert torch.equal(before[f"{module_name}.{b}"], after[f"{module_name}.{b}"]), (module_name, b)
