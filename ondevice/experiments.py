@@ -20,6 +20,7 @@ methods within a backbone: the two backbones were pretrained separately and diff
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -200,30 +201,47 @@ def pareto(rows: list[Summary], profile: str = "paper") -> list[Summary]:
     return out
 
 
-def figure(rows: list[Summary], profile: str = "paper", title: str = ""):
-    """Memory (x, log) against accuracy (y), one marker per method, one colour per task, error
-    bars the spread over seeds; each task's Pareto front as a line."""
-    import plotly.graph_objects as go
+BACKBONE_LABELS = {GN: "GroupNorm + lite backbone (TinyTL)", BN: "BatchNorm backbone (MobileTL)"}
 
-    fig = go.Figure()
+
+def figure(rows: list[Summary], profile: str = "paper", title: str = ""):
+    """One panel per task: memory (x, log) against accuracy (y), one marker per method, coloured
+    by backbone, error bars the spread over seeds, each backbone's Pareto front dotted."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     tasks = list(dict.fromkeys(r.task for r in rows))
-    for task in tasks:
-        mine = [r for r in rows if r.task == task]
-        fig.add_trace(go.Scatter(
-            x=[r.memory[profile] / 1e6 for r in mine], y=[100 * r.accuracy for r in mine],
-            error_y=dict(type="data", array=[100 * r.accuracy_std for r in mine], visible=True),
-            mode="markers+text", text=[r.method for r in mine], textposition="top center",
-            textfont=dict(size=9), name=task, legendgroup=task,
-            hovertemplate="%{text}<br>%{x:.2f} MB, %{y:.1f}%<extra>" + task + "</extra>"))
-        front = sorted(pareto(mine, profile), key=lambda r: r.memory[profile])
-        fig.add_trace(go.Scatter(x=[r.memory[profile] / 1e6 for r in front], y=[100 * r.accuracy for r in front],
-                                 mode="lines", line=dict(dash="dot", width=1), legendgroup=task,
-                                 showlegend=False, hoverinfo="skip"))
-    fig.update_layout(height=500, xaxis_type="log", title=title,
-                      xaxis_title=f"training memory, {profile} profile (MB, log scale)",
-                      yaxis_title="target test accuracy (%)")
+    cols = min(2, len(tasks))
+    fig = make_subplots(rows=-(-len(tasks) // cols), cols=cols, subplot_titles=tasks,
+                        horizontal_spacing=0.07, vertical_spacing=0.1)
+    colors = dict(zip(BACKBONE_LABELS, ("#1f77b4", "#d62728")))
+    for i, task in enumerate(tasks):
+        row, col = i // cols + 1, i % cols + 1
+        for backbone, label in BACKBONE_LABELS.items():
+            mine = [r for r in rows if r.task == task and METHODS[r.method].backbone == backbone]
+            if not mine:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r.memory[profile] / 1e6 for r in mine], y=[100 * r.accuracy for r in mine],
+                error_y=dict(type="data", array=[100 * r.accuracy_std for r in mine], visible=True),
+                mode="markers+text", text=[r.method.replace(" (BN)", "") for r in mine],
+                textposition="middle right", textfont=dict(size=9), marker=dict(color=colors[backbone], size=8),
+                name=label, legendgroup=label, showlegend=i == 0,
+                hovertemplate="%{text}<br>%{x:.2f} MB, %{y:.1f}%<extra>" + task + "</extra>"), row=row, col=col)
+            front = sorted(pareto(mine, profile), key=lambda r: r.memory[profile])
+            fig.add_trace(go.Scatter(x=[r.memory[profile] / 1e6 for r in front],
+                                     y=[100 * r.accuracy for r in front], mode="lines",
+                                     line=dict(dash="dot", width=1, color=colors[backbone]),
+                                     legendgroup=label, showlegend=False, hoverinfo="skip"), row=row, col=col)
+    mb = [r.memory[profile] / 1e6 for r in rows]
+    last = -(-len(tasks) // cols)
+    fig.update_xaxes(type="log", range=[math.log10(min(mb) / 1.2), math.log10(max(mb) * 2.5)])  # room for labels
+    fig.update_xaxes(title_text=f"training memory, MB, {profile} profile (log scale)", row=last)
+    fig.update_yaxes(title_text="accuracy (%)", col=1)
+    fig.update_layout(height=360 * last, title=title,
+                      legend=dict(orientation="h", y=-0.08), margin=dict(t=80))
     return fig
 
 
-__all__ = ["METHODS", "RECORDED", "Method", "Run", "Setup", "Summary", "figure", "fine_tune", "load", "pareto", "run",
+__all__ = ["BACKBONE_LABELS", "METHODS", "RECORDED", "Method", "Run", "Setup", "Summary", "figure", "fine_tune", "load", "pareto", "run",
            "run_one", "save", "summarize"]
