@@ -15,6 +15,8 @@ per element in the layout of :mod:`kernels.bits`, and ``scale`` when ``x`` needs
 - :func:`affine_act_forward` / :func:`affine_act_forward_reference`: the forward kernel and its
   plain-torch twin (``y`` and the packed mask);
 - :func:`saved_by_affine_act`: what the function keeps for backward, for the memory engine;
+- :func:`frozen_scale_shift`: ``scale`` and ``shift`` of a norm with frozen statistics (also
+  used by MobileTL's plain-torch shift-only norm, ``ondevice.blocks.FrozenStatsBatchNorm2d``);
 - ``affine_act_tile``: the Triton device function that :mod:`kernels.group_norm_act` reuses for
   its normalise-and-activate step.
 """
@@ -145,6 +147,22 @@ class _AffineAct(torch.autograd.Function):
         return dx, None, None if dshift is None else dshift.to(ctx.shift_dtype), None
 
 
+def frozen_scale_shift(weight, bias, running_mean, running_var, eps: float):
+    """The affine map of a norm with frozen statistics: ``scale = weight / sqrt(running_var +
+    eps)``, ``shift = bias - running_mean * scale`` (``weight`` / ``bias`` ``None``: 1 / 0).
+
+    Written with ``torch`` functions the memory engine's shape trace follows; when ``weight``
+    trains, autograd keeps ``1 / sqrt(running_var + eps)`` (C values) for its gradient.
+    """
+    scale = torch.rsqrt(running_var + eps)
+    if weight is not None:
+        scale = torch.mul(weight, scale)
+    shift = torch.neg(torch.mul(running_mean, scale))
+    if bias is not None:
+        shift = torch.add(bias, shift)
+    return scale, shift
+
+
 def affine_act(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, activation: str = "relu6",
                surrogate: Surrogate | None = STEP, backend: str | None = None) -> torch.Tensor:
     """``f(scale_c * x + shift_c)`` for an (N, C, H, W) tensor, keeping a 1-bit mask for backward.
@@ -172,5 +190,5 @@ def affine_act(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, activa
     return _AffineAct.apply(x, scale, shift, _Spec(activation, surrogate, chosen))
 
 
-__all__ = ["AffineSaved", "affine_act", "affine_act_forward", "affine_act_forward_reference",
+__all__ = ["AffineSaved", "affine_act", "frozen_scale_shift", "affine_act_forward", "affine_act_forward_reference",
            "saved_by_affine_act"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .activations import STEP, Surrogate, check_activation
-from .affine_act import affine_act
+from .affine_act import affine_act, frozen_scale_shift
 from .checks import check_eps, check_mode, check_surrogate
 from .group_norm_act import group_norm_act
 
@@ -140,13 +140,7 @@ class FrozenNormAct(nn.Module):
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-channel affine map of the frozen norm (written with ``torch.mul`` /
         ``torch.add`` so that the memory engine's shape trace can follow it)."""
-        scale = torch.rsqrt(self.running_var + self.eps)
-        if self.weight is not None:
-            scale = torch.mul(self.weight, scale)
-        shift = torch.mul(scale, -self.running_mean)
-        if self.bias is not None:
-            shift = torch.add(self.bias, shift)
-        return scale, shift
+        return frozen_scale_shift(self.weight, self.bias, self.running_mean, self.running_var, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.weight is not None and self.weight.requires_grad:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.affine_act import frozen_scale_shift
+
 Activation = Optional[Callable[[], nn.Module]]
 
 
@@ -174,10 +176,7 @@ class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch.rsqrt / torch.mul on buffers keep this forward traceable by ondevice.memory.trace
-        inv_std = torch.rsqrt(self.running_var + self.eps)
-        scale = self.weight * inv_std
-        shift = self.bias - torch.mul(self.running_mean, scale)
+        scale, shift = frozen_scale_shift(self.weight, self.bias, self.running_mean, self.running_var, self.eps)
         return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
     @classmethod

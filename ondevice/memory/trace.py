@@ -206,7 +206,7 @@ _RULES = {
     **{f: _same_shape for f in (
         F.batch_norm, F.group_norm, F.layer_norm, F.relu, torch.relu, F.relu6, F.hardtanh,
         F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.silu, F.gelu,
-        F.leaky_relu, F.elu, torch.sqrt, torch.rsqrt)},
+        F.leaky_relu, F.elu, torch.sqrt, torch.rsqrt, torch.neg)},
 }
 _RULES[F._max_pool2d] = _pool2d  # max_pool2d without indices
 
