@@ -49,7 +49,7 @@ from .affine_act import affine_act_forward_reference
 from .bits import BITS, packed_words
 from .checks import (check_channel_vector, check_eps, check_groups, check_input, check_mode,
                      check_surrogate)
-from .norm_act_backward import norm_act_backward
+from .norm_act_backward import next_pow2, norm_act_backward
 from .runtime import choose_backend
 
 try:
@@ -141,10 +141,6 @@ if triton is not None:
                     tl.atomic_or(words_ptr + word, packed, mask=overlap & ~own)  # shared with a neighbour
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(int(n) - 1, 0).bit_length()
-
-
 def group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surrogate, write_mask, backend):
     """``(y, words, mean, rstd)`` from one kernel: ``y`` like ``x``; ``words`` the packed mask
     (int32, ``ceil(numel / 32)``; None unless ``write_mask``); ``mean``, ``rstd`` float32 (N, G).
@@ -160,7 +156,7 @@ def group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surroga
     words = None
     if write_mask:  # shared boundary words are OR-ed in: they must start at zero
         words = (torch.empty if aligned else torch.zeros)(packed_words(x.numel()), dtype=torch.int32, device=x.device)
-    block = max(BITS, min(MAX_BLOCK, _pow2(M)))
+    block = max(BITS, min(MAX_BLOCK, next_pow2(M)))
     threshold = (STEP if surrogate is None else surrogate).threshold
     _gn_act_fwd_kernel[(N * num_groups,)](
         x, x if weight is None else weight, x if bias is None else bias, y, y if words is None else words,

@@ -177,15 +177,16 @@ if triton is not None:
                         tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=inside)
 
 
-def _pow2(n: int) -> int:
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (>= 1): Triton block sizes."""
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
 def tile_shape(channels_per_group: int, hw: int) -> tuple[int, int]:
     """(CBLOCK, HBLOCK) of a backward program: whole rows of pixels first, then channels, up to
     :data:`TILE` elements."""
-    hblock = max(16, min(_pow2(hw), TILE))
-    return max(1, min(_pow2(channels_per_group), TILE // hblock)), hblock
+    hblock = max(16, min(next_pow2(hw), TILE))
+    return max(1, min(next_pow2(channels_per_group), TILE // hblock)), hblock
 
 
 def norm_act_backward(dy, *, x, words, mean, rstd, weight, bias, groups: int, activation: str,
