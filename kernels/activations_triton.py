@@ -20,7 +20,7 @@ try:
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
 
-CODES = {name: code for code, name in enumerate(ACTIVATIONS)}  # relu 0, relu6 1, hardswish 2
+CODES = {name: code for code, name in enumerate(ACTIVATIONS)}  # relu 0, relu6 1, hardswish 2, hardsigmoid 3
 
 
 def code(activation: str) -> int:
@@ -32,14 +32,17 @@ if triton is not None:
 
     @triton.jit
     def act_forward(z, ACT: tl.constexpr):
-        """``f(z)`` in float32: relu, relu6 or ``z * relu6(z + 3) / 6`` (hardswish). Clipping is
-        written with comparisons, so that NaN passes through as in torch."""
+        """``f(z)`` in float32: relu, relu6, ``z * relu6(z + 3) / 6`` (hardswish) or
+        ``relu6(z + 3) / 6`` (hardsigmoid). Clipping is written with comparisons, so that NaN
+        passes through as in torch."""
         if ACT == 0:
             y = tl.where(z < 0.0, 0.0, z)
         elif ACT == 1:
             y = tl.where(z < 0.0, 0.0, tl.where(z > 6.0, 6.0, z))
-        else:
+        elif ACT == 2:
             y = z * tl.where(z + 3.0 < 0.0, 0.0, tl.where(z + 3.0 > 6.0, 6.0, z + 3.0)) / 6.0
+        else:
+            y = tl.where(z + 3.0 < 0.0, 0.0, tl.where(z + 3.0 > 6.0, 6.0, z + 3.0)) / 6.0
         return y
 
     @triton.jit
@@ -50,8 +53,10 @@ if triton is not None:
             m = z > 0.0
         elif ACT == 1:
             m = (z > 0.0) & (z < 6.0)
-        else:
+        elif ACT == 2:
             m = z > threshold
+        else:
+            m = (z > -3.0) & (z < 3.0)
         return m
 
     @triton.jit
@@ -59,6 +64,8 @@ if triton is not None:
         """The true derivative of :func:`kernels.activations.derivative`, in float32."""
         if ACT == 2:
             d = tl.where(z <= -3.0, 0.0, tl.where(z >= 3.0, 1.0, (2.0 * z + 3.0) / 6.0))
+        elif ACT == 3:
+            d = act_mask(z, 0.0, ACT).to(tl.float32) / 6.0
         else:
             d = act_mask(z, 0.0, ACT).to(tl.float32)
         return d

@@ -31,7 +31,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 from . import activations
 from .activations import STEP, Surrogate
 from .activations_triton import code
-from .bits import pack_bits_reference, packed_words
+from .bits import packed_words
 from .checks import check_channel_vector, check_input, check_surrogate
 from .norm_act_backward import norm_act_backward
 from .runtime import choose_backend
@@ -49,18 +49,15 @@ WORDS_PER_PROGRAM = 128  # 4096 elements per program of the forward kernel
 
 
 def affine_act_forward_reference(x, scale, shift, activation: str, surrogate: Surrogate | None,
-                                 write_mask: bool, out_dtype: torch.dtype | None = None):
+                                 write_mask: bool):
     """Plain-torch twin of :func:`affine_act_forward`: ``(y, words)``, ``words`` None unless
-    ``write_mask``. ``z`` is computed in float32 and rounded to ``out_dtype`` (default
-    ``x.dtype``) before the activation and its mask, as a separate norm layer would round it."""
-    out_dtype = x.dtype if out_dtype is None else out_dtype
+    ``write_mask``. ``z = x * scale + shift`` is computed in float32 (one ``addcmul``) and rounded
+    to ``x``'s dtype before the activation and its mask, as a separate norm layer would round
+    it; the activation then overwrites ``z``, so ``y`` is the only tensor of ``x``'s size made."""
     C = x.shape[1]
-    z = (x.float() * scale.float().view(1, C, 1, 1) + shift.float().view(1, C, 1, 1)).to(out_dtype)
-    y = activations.forward(z.float(), activation).to(out_dtype)
-    words = None
-    if write_mask:
-        words = pack_bits_reference(activations.mask_bits(z, activation, STEP if surrogate is None else surrogate))
-    return y, words
+    z = torch.addcmul(shift.float().view(1, C, 1, 1), x.float(), scale.float().view(1, C, 1, 1)).to(x.dtype)
+    words = activations.packed_mask(z, activation, STEP if surrogate is None else surrogate) if write_mask else None
+    return activations.forward(z, activation, inplace=True), words
 
 
 if triton is not None:
@@ -167,7 +164,7 @@ def affine_act(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, activa
                surrogate: Surrogate | None = STEP, backend: str | None = None) -> torch.Tensor:
     """``f(scale_c * x + shift_c)`` for an (N, C, H, W) tensor, keeping a 1-bit mask for backward.
 
-    ``activation``: ``"relu"``, ``"relu6"`` or ``"hardswish"`` (:mod:`kernels.activations`);
+    ``activation``: one of :data:`kernels.activations.ACTIVATIONS`;
     ``surrogate``: the two-level derivative used for Hard-Swish (ignored for relu / relu6, whose
     mask is exact). ``scale`` must not require a gradient (module docstring); ``x`` and ``shift``
     may. ``backend``: ``"triton"`` or ``"torch"`` forces one (default:

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 import torch
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
+from . import activations
 from .activations import STEP, Surrogate
 from .activations_triton import code
-from .affine_act import affine_act_forward_reference
 from .bits import BITS, packed_words
 from .checks import (check_channel_vector, check_eps, check_groups, check_input, check_mode,
                      check_surrogate)
@@ -65,23 +65,22 @@ except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
 MAX_BLOCK = 4096  # elements per tile of the forward kernel
 
 
-def group_norm_stats_reference(x: torch.Tensor, num_groups: int, eps: float):
-    """Per-(sample, group) ``mu`` and ``rstd`` in float32, two-pass (stable), shape (N, G)."""
-    xg = x.float().view(x.shape[0], num_groups, -1)
-    mean = xg.mean(dim=-1)
-    var = (xg - mean[..., None]).square().mean(dim=-1)
-    return mean, torch.rsqrt(var + eps)
-
-
 def group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask):
-    """Plain-torch twin of :func:`group_norm_act_forward`: ``(y, words, mean, rstd)``."""
+    """Plain-torch twin of :func:`group_norm_act_forward`: ``(y, words, mean, rstd)``.
+
+    ``z`` and the statistics come from PyTorch's own GroupNorm (``native_group_norm``, in float32
+    for 16-bit inputs, ``z`` then rounded to ``x``'s dtype as a separate norm layer would round
+    it); the mask is packed from ``z`` chunk by chunk, and the activation overwrites ``z``. So on
+    a CPU the twin costs a stock GroupNorm + activation plus one pass for the mask, and allocates
+    ``y`` and the packed words, nothing of ``x``'s size besides.
+    """
     N, C = x.shape[:2]
-    mean, rstd = group_norm_stats_reference(x, num_groups, eps)
-    x_hat = ((x.float().view(N, num_groups, -1) - mean[..., None]) * rstd[..., None]).view(x.shape)
-    gamma = torch.ones(C, device=x.device) if weight is None else weight
-    beta = torch.zeros(C, device=x.device) if bias is None else bias
-    y, words = affine_act_forward_reference(x_hat, gamma, beta, activation, surrogate, write_mask, x.dtype)
-    return y, words, mean, rstd
+    as_float = (lambda t: None if t is None else t.float())
+    z, mean, rstd = torch.native_group_norm(as_float(x), as_float(weight), as_float(bias), N, C,
+                                            x[0, 0].numel(), num_groups, eps)
+    z = z.to(x.dtype)
+    words = activations.packed_mask(z, activation, STEP if surrogate is None else surrogate) if write_mask else None
+    return activations.forward(z, activation, inplace=True), words, mean, rstd
 
 
 if triton is not None:
@@ -228,7 +227,7 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None
 
     ``x``: contiguous (N, C, H, W), float32 / float16 / bfloat16, ``C % num_groups == 0``.
     ``weight`` / ``bias``: per-channel ``gamma`` / ``beta`` (None: 1 / 0). ``activation``:
-    ``"relu"``, ``"relu6"`` or ``"hardswish"``. ``backward``: ``"exact"`` (keeps ``x``) or
+    one of :data:`kernels.activations.ACTIVATIONS`. ``backward``: ``"exact"`` (keeps ``x``) or
     ``"detached"`` (keeps only the mask and the statistics; ``weight`` must then not train).
     ``surrogate``: the 1-bit Hard-Swish derivative, or None for the true one (exact mode only).
     ``backend``: ``"triton"`` or ``"torch"`` forces one (default:
@@ -256,4 +255,4 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None
 
 
 __all__ = ["GroupNormActSaved", "group_norm_act", "group_norm_act_forward", "group_norm_act_forward_reference",
-           "group_norm_stats_reference", "saved_by_group_norm_act"]
+           "saved_by_group_norm_act"]

@@ -21,11 +21,12 @@ from .affine_act import affine_act, frozen_scale_shift
 from .checks import check_eps, check_mode, check_surrogate
 from .group_norm_act import group_norm_act
 
-ACTIVATION_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
+ACTIVATION_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid"}
 
 
 def activation_name(module: nn.Module) -> str:
-    """``"relu"``, ``"relu6"`` or ``"hardswish"`` for an activation module of exactly that type."""
+    """``"relu"``, ``"relu6"``, ``"hardswish"`` or ``"hardsigmoid"`` for an activation module of
+    exactly that type."""
     try:
         return ACTIVATION_MODULES[type(module)]
     except KeyError:

@@ -26,7 +26,6 @@ import torch
 from . import activations
 from .activations import STEP, Surrogate
 from .activations_triton import code
-from .bits import unpack_bits_reference
 
 try:
     import triton
@@ -40,41 +39,48 @@ except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
 TILE = 4096  # elements per tile of a backward program
 
 
-def _dz_reference(dy, x_hat, words, weight, bias, activation, surrogate):
-    """``dz`` in float32: from the mask, or from ``z`` recomputed from ``x_hat`` (``words`` None)."""
-    if words is None:  # the true derivative: z as the forward rounded it
-        C = dy.shape[1]
-        z = x_hat * (1.0 if weight is None else weight.float().view(1, C, 1, 1)) \
-            + (0.0 if bias is None else bias.float().view(1, C, 1, 1))
-        return dy.float() * activations.derivative(z.to(dy.dtype).float(), activation)
-    mask = unpack_bits_reference(words, dy.numel()).view(dy.shape)
-    return activations.backward_from_mask(dy.float(), mask, activation,
-                                          STEP if surrogate is None else surrogate)
+def _dz_reference(dy, x, words, mean, rstd, weight, bias, activation, surrogate):
+    """``dz`` in float32: from the packed mask, chunk by chunk, or (``words`` None) from the true
+    derivative at ``z = gamma * x_hat + beta``, recomputed from ``x`` and rounded as the forward
+    rounded it."""
+    if words is not None:
+        return activations.backward_from_words(dy, words, activation, STEP if surrogate is None else surrogate,
+                                               dtype=torch.float32)
+    N, C = dy.shape[:2]
+    groups = mean.shape[1]
+    x_hat = (x.float().view(N, groups, -1) - mean[..., None]) * rstd[..., None]
+    z = x_hat.view(dy.shape) * (1.0 if weight is None else weight.float().view(1, C, 1, 1)) \
+        + (0.0 if bias is None else bias.float().view(1, C, 1, 1))
+    return dy.float() * activations.derivative(z.to(dy.dtype).float(), activation)
 
 
 def norm_act_backward_reference(dy, *, x, words, mean, rstd, weight, bias, groups: int,
                                 activation: str, surrogate: Surrogate | None, exact: bool,
                                 need_dx: bool, need_dw: bool, need_db: bool):
-    """Plain-torch twin of :func:`norm_act_backward` (same arguments and results)."""
+    """Plain-torch twin of :func:`norm_act_backward` (same arguments and results).
+
+    ``dz`` comes from the mask; the exact GroupNorm part (eq. (VJP), with ``d(gamma)``) is
+    PyTorch's own GroupNorm backward, ``native_group_norm_backward``, so on a CPU the twin runs
+    at stock speed; the detached part is one multiply, done in place on ``dz``. Temporaries: ``dz``
+    (float32, the size of ``dy``) and the mask, one chunk of booleans at a time.
+    """
     N, C = dy.shape[:2]
-    x_hat = None
-    if x is not None:
-        xg = x.float().view(N, groups, -1)
-        x_hat = ((xg - mean[..., None]) * rstd[..., None]).view(dy.shape)
-    dz = _dz_reference(dy, x_hat, words, weight, bias, activation, surrogate)
+    dz = _dz_reference(dy, x, words, mean, rstd, weight, bias, activation, surrogate)
+    if exact and x is not None and (need_dx or need_dw):
+        dx, dw, db = torch.ops.aten.native_group_norm_backward(
+            dz, x.float(), mean, rstd, None if weight is None else weight.float(), N, C,
+            dy[0, 0].numel(), groups, [need_dx, need_dw, need_db])
+        return (None if dx is None else dx.to(dy.dtype)), dw, db
+    if need_dw:
+        raise ValueError("d(gamma) needs x_hat: it is computed in exact mode only, where x is kept")
     db = dz.sum(dim=(0, 2, 3)) if need_db else None
-    dw = (dz * x_hat).sum(dim=(0, 2, 3)) if need_dw else None
     dx = None
-    if need_dx:
-        g = (dz if weight is None else dz * weight.float().view(1, C, 1, 1)).view(N, groups, -1)
-        r = 1.0 if rstd is None else rstd[..., None]
-        if exact:
-            xh = x_hat.view(N, groups, -1)
-            dx = r * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
-        else:
-            dx = g * r
-        dx = dx.view(dy.shape).to(dy.dtype)
-    return dx, dw, db
+    if need_dx:  # detached statistics (or a frozen-statistics norm): dx = gamma * rstd * dz
+        scale = torch.ones(1, C, device=dy.device) if weight is None else weight.float().view(1, C)
+        if rstd is not None:
+            scale = scale * rstd.repeat_interleave(C // groups, dim=1)  # (N, C): rstd of each channel's group
+        dx = dz.mul_(scale.view(-1, C, 1, 1)).to(dy.dtype)
+    return dx, None, db
 
 
 if triton is not None:

@@ -6,8 +6,8 @@ derivative is 0 or 1) and approximately for Hard-Swish (its derivative takes a c
 values, so one bit can only select one of two levels). The paper calls the approximation "a
 signed function" and does not publish its threshold or levels; the choice below is ours.
 
-- :class:`MaskReLU`, :class:`MaskReLU6`, :class:`MaskHardswish`: drop-in modules. Their forward
-  equals the stock activation; for backward they save ``ceil(numel / 32)`` int32 words (the mask
+- :class:`MaskReLU`, :class:`MaskReLU6`, :class:`MaskHardswish`, :class:`MaskHardsigmoid`: drop-in
+  modules. Their forward equals the stock activation; for backward they save ``ceil(numel / 32)`` int32 words (the mask
   packed by :func:`kernels.bits.pack_bits`), nothing else. All activation math (forward, mask
   predicate, gradient from the mask) is :mod:`kernels.activations`, the book's one definition.
 - :func:`l2_optimal_surrogate`: the two-level approximation ``s`` of the Hard-Swish derivative
@@ -167,18 +167,19 @@ def check_surrogate(surrogate) -> Surrogate:
 # ---------------------------------------------------------------------------------------------
 
 
-def _backend(t: torch.Tensor) -> str | None:
-    # Triton on CUDA; the torch twin everywhere else, even with TRITON_INTERPRET=1 (fast on CPU)
-    return None if t.is_cuda else "torch"
-
-
 class MaskActivationFunction(torch.autograd.Function):
     """``y = f(z)``; saves only the packed mask ``kernels.activations.mask_bits(z)`` (int32
-    words); backward: ``dz = kernels.activations.backward_from_mask(dy, mask)``."""
+    words); backward: ``dz = kernels.activations.backward_from_mask(dy, mask)``. On CUDA the
+    mask is packed and read by the Triton kernels of :mod:`kernels.bits`; elsewhere by the torch
+    twins, chunk by chunk (:func:`kernels.activations.packed_mask`), even with
+    ``TRITON_INTERPRET=1``: they are fast on a CPU."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, activation: str, surrogate: Surrogate) -> torch.Tensor:
-        words = pack_bits(act.mask_bits(z, activation, surrogate), backend=_backend(z))
+        if z.is_cuda:
+            words = pack_bits(act.mask_bits(z, activation, surrogate))
+        else:
+            words = act.packed_mask(z, activation, surrogate)
         ctx.save_for_backward(words)
         ctx.shape, ctx.activation, ctx.surrogate = z.shape, activation, surrogate
         return act.forward(z, activation)
@@ -187,8 +188,10 @@ class MaskActivationFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
         (words,) = ctx.saved_tensors
-        mask = unpack_bits(words, math.prod(ctx.shape), backend=_backend(words)).view(ctx.shape)
-        return act.backward_from_mask(dy, mask, ctx.activation, ctx.surrogate), None, None
+        if dy.is_cuda:
+            mask = unpack_bits(words, math.prod(ctx.shape)).view(ctx.shape)
+            return act.backward_from_mask(dy, mask, ctx.activation, ctx.surrogate), None, None
+        return act.backward_from_words(dy, words, ctx.activation, ctx.surrogate), None, None
 
 
 def mask_activation(z: torch.Tensor, activation: str, surrogate: Surrogate = STEP) -> torch.Tensor:
@@ -227,6 +230,13 @@ class MaskReLU6(MaskActivation):
     activation = "relu6"
 
 
+class MaskHardsigmoid(MaskActivation):
+    """Hard-Sigmoid with a 1-bit mask ``-3 < z < 3``; its gradient is exact (the derivative is 0
+    or 1/6). MobileNetV3's squeeze-excite gate."""
+
+    activation = "hardsigmoid"
+
+
 class MaskHardswish(MaskActivation):
     """Hard-Swish with a 1-bit mask ``z > surrogate.threshold``; its gradient is the two-level
     ``surrogate`` (default :data:`MOBILETL_SURROGATE`, our choice), an approximation."""
@@ -243,8 +253,8 @@ class MaskHardswish(MaskActivation):
         return f"threshold={s.threshold:.4g}, low={s.low:.4g}, high={s.high:.4g}"
 
 
-MASK_FOR = {nn.ReLU: MaskReLU, nn.ReLU6: MaskReLU6, nn.Hardswish: MaskHardswish}
-MASK_ACTIVATIONS = (MaskReLU, MaskReLU6, MaskHardswish)
+MASK_FOR = {nn.ReLU: MaskReLU, nn.ReLU6: MaskReLU6, nn.Hardswish: MaskHardswish, nn.Hardsigmoid: MaskHardsigmoid}
+MASK_ACTIVATIONS = (MaskReLU, MaskReLU6, MaskHardswish, MaskHardsigmoid)
 
 
 def to_mask_activation(module: nn.Module, surrogate: Surrogate | str = MOBILETL_SURROGATE) -> MaskActivation:
@@ -263,6 +273,6 @@ def to_mask_activation(module: nn.Module, surrogate: Surrogate | str = MOBILETL_
 
 
 __all__ = ["HARDSWISH_L2", "MASK_ACTIVATIONS", "MOBILETL_SURROGATE", "MaskActivation",
-           "MaskActivationFunction", "MaskHardswish", "MaskReLU", "MaskReLU6", "SURROGATES",
+           "MaskActivationFunction", "MaskHardsigmoid", "MaskHardswish", "MaskReLU", "MaskReLU6", "SURROGATES",
            "best_levels", "check_surrogate", "l2_optimal_surrogate", "mask_activation",
            "surrogate_error", "to_mask_activation"]

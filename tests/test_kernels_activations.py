@@ -6,7 +6,8 @@ import torch
 from kernels.activations import (ACTIVATIONS, STEP, Surrogate, backward_from_mask, derivative,
                                  forward, mask_bits)
 
-TORCH = {"relu": torch.relu, "relu6": torch.nn.functional.relu6, "hardswish": torch.nn.functional.hardswish}
+TORCH = {"relu": torch.relu, "relu6": torch.nn.functional.relu6, "hardswish": torch.nn.functional.hardswish,
+         "hardsigmoid": torch.nn.functional.hardsigmoid}
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

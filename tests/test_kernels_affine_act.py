@@ -11,7 +11,7 @@ from kernels import affine_act, affine_act_forward_reference, pack_bits_referenc
 from kernels.activations import ACTIVATIONS, STEP, Surrogate, backward_from_mask, mask_bits
 from kernels.affine_act import affine_act_forward
 
-TORCH_ACT = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
+TORCH_ACT = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
 KINKS = (-0.5, 0.0, 6.0)  # mask flips: relu / relu6 kinks, hardswish thresholds used below
 
 

@@ -55,3 +55,16 @@ def test_bad_words_and_sizes_are_named():
         unpack_bits(torch.zeros(2, dtype=torch.int32), -1)
     with pytest.raises(ValueError, match="words_per_program must be a positive power of two"):
         pack_bits(torch.ones(3, dtype=torch.bool), words_per_program=3)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 31, 32, 33, 1000])
+def test_the_torch_byte_path_packs_like_numpy(n):
+    # pack_bits_reference packs bytes with NumPy on CPU and with torch elsewhere (CUDA tensors
+    # with backend="torch"); both must give the layout of the module docstring
+    from kernels.bits import _pack_bytes_torch
+
+    mask = torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.5
+    words = pack_bits_reference(mask)
+    if n:
+        assert torch.equal(_pack_bytes_torch(mask), words.view(torch.uint8)[:(n + 7) // 8])
+    assert torch.equal(unpack_bits_reference(words, n), mask)

@@ -52,7 +52,7 @@ def test_frozen_norm_act_from_batchnorm_equals_eval_batchnorm_and_trains_the_shi
 
 
 def test_errors_name_the_argument():
-    with pytest.raises(ValueError, match="act must be one of nn.ReLU, nn.ReLU6, nn.Hardswish, got GELU"):
+    with pytest.raises(ValueError, match="act must be one of nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, got GELU"):
         activation_name(nn.GELU())
     with pytest.raises(TypeError, match="norm must be an nn.GroupNorm"):
         GroupNormAct.from_modules(nn.BatchNorm2d(4), nn.ReLU())

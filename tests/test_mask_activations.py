@@ -10,12 +10,12 @@ from torch import nn
 
 import ondevice.mask_activations as ma
 from kernels.activations import STEP, Surrogate, derivative
-from ondevice.mask_activations import (HARDSWISH_L2, MOBILETL_SURROGATE, MaskHardswish, MaskReLU,
+from ondevice.mask_activations import (HARDSWISH_L2, MOBILETL_SURROGATE, MaskHardsigmoid, MaskHardswish, MaskReLU,
                                        MaskReLU6, best_levels, l2_optimal_surrogate,
                                        surrogate_error, to_mask_activation)
 from ondevice.memory import SavedTensorLog, estimate, measure
 
-STOCK = {MaskReLU: nn.ReLU, MaskReLU6: nn.ReLU6, MaskHardswish: nn.Hardswish}
+STOCK = {MaskReLU: nn.ReLU, MaskReLU6: nn.ReLU6, MaskHardswish: nn.Hardswish, MaskHardsigmoid: nn.Hardsigmoid}
 
 
 def inputs(shape=(3, 5, 7, 9), seed=0):
@@ -25,8 +25,8 @@ def inputs(shape=(3, 5, 7, 9), seed=0):
     return z
 
 
-@pytest.mark.parametrize("cls", [MaskReLU, MaskReLU6])
-def test_relu_and_relu6_equal_stock_forward_and_backward_exactly(cls):
+@pytest.mark.parametrize("cls", [MaskReLU, MaskReLU6, MaskHardsigmoid])
+def test_relu_relu6_and_hardsigmoid_equal_stock_forward_and_backward_exactly(cls):
     z = inputs()
     dy = torch.randn_like(z)
     a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
@@ -51,7 +51,7 @@ def test_hardswish_forward_is_stock_and_backward_is_the_stated_surrogate(surroga
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 5), (1, 7, 3, 3), (4, 32)], ids=str)
-@pytest.mark.parametrize("cls", [MaskReLU, MaskReLU6, MaskHardswish])
+@pytest.mark.parametrize("cls", [MaskReLU, MaskReLU6, MaskHardswish, MaskHardsigmoid])
 def test_the_only_saved_tensor_is_the_packed_mask(cls, shape):
     z = torch.randn(shape, requires_grad=True)
     with SavedTensorLog() as log:
@@ -87,15 +87,16 @@ def test_no_gradient_needed_saves_nothing_and_runs_the_stock_forward():
 
 def test_cpu_tensors_use_the_torch_twin_even_under_the_triton_interpreter(monkeypatch):
     seen = []
-    real = ma.pack_bits
+    real = ma.act.packed_mask
 
-    def spy(mask, **kw):
-        seen.append(kw.get("backend"))
-        return real(mask, **kw)
+    def spy(z, *args):
+        seen.append(z.device.type)
+        return real(z, *args)
 
-    monkeypatch.setattr(ma, "pack_bits", spy)
+    monkeypatch.setattr(ma.act, "packed_mask", spy)
+    monkeypatch.setattr(ma, "pack_bits", None)  # the Triton dispatch must not be reached on CPU
     MaskReLU()(torch.randn(4, requires_grad=True))
-    assert seen == ["torch"]
+    assert seen == ["cpu"]
 
 
 def test_conversion_from_stock_modules():
@@ -103,7 +104,7 @@ def test_conversion_from_stock_modules():
     assert to_mask_activation(nn.Hardswish(), "step").surrogate == STEP
     assert to_mask_activation(nn.Hardswish()).surrogate == MOBILETL_SURROGATE == STEP  # our choice
     assert to_mask_activation(MaskHardswish("step"), "l2").surrogate == HARDSWISH_L2
-    with pytest.raises(TypeError, match=r"no 1-bit mask activation for GELU; supported: nn.ReLU, nn.ReLU6, nn.Hardswish"):
+    with pytest.raises(TypeError, match=r"no 1-bit mask activation for GELU; supported: nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid"):
         to_mask_activation(nn.GELU())
     with pytest.raises(ValueError, match=r"surrogate must be a kernels.activations.Surrogate or one of \('step', 'l2'\)"):
         MaskHardswish("sign")
