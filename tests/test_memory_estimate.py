@@ -76,7 +76,11 @@ def test_parameters_gradients_and_optimizer_state():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     r = estimate(model, (8, 3, 64, 64), frozen_param_bits=8, optimizer="adam")
-    assert r.params == 4 * trainable + frozen
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.requires_grad]
+    other = frozen - sum(w.numel() for w in weights)  # biases and norm parameters stay float32
+    # frozen conv / linear weights: int8 + one float32 scale per output channel, as kernelize stores them
+    assert r.params == 4 * trainable + sum(w.numel() + 4 * w.shape[0] for w in weights) + 4 * other
+    assert estimate(model, (8, 3, 64, 64), profile="paper", frozen_param_bits=8).params == 4 * trainable + frozen
     assert r.param_grads == 4 * trainable
     assert r.optimizer_state == 2 * 4 * trainable
     assert r.total == r.params + r.param_grads + r.optimizer_state + r.peak
@@ -198,8 +202,8 @@ def test_masked_profile_keeps_one_bit_activations_and_nothing_for_frozen_layers(
     assert estimate(net, shape, profile="masked").saved_activations == 4 * act
     net[1].bias.requires_grad_(True)
     assert estimate(net, shape, profile="pytorch").saved_activations == 4 * act * 3 + 4 * 2 * 4 * 8 * 8
-    rows = {l.name: l for l in r.layers}
-    assert rows["2"].saved == act // 8 and "1-bit mask" in rows["2"].stored[0]
+    rows = {l.name: l for l in r.layers}  # BatchNorm + ReLU6 are fused (kernelize): the mask is row "1"
+    assert rows["1"].saved == act // 8 and "1-bit mask" in rows["1"].stored[0]
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

@@ -9,7 +9,7 @@
 from .estimate import (FROZEN_BITS, OPTIMIZERS, PROFILES, Layer, MemoryCurve, MemoryReport,
                        estimate, memory_curve)
 from .measure import Measurement, SavedTensor, SavedTensorLog, measure
-from . import kernel_rules  # noqa: F401  (registers the rules of the fused kernels, chapter 4)
+from . import kernel_rules, lean_rules  # noqa: F401  (rules of the fused kernels and the lean twins, chapter 4)
 
 __all__ = ["FROZEN_BITS", "Layer", "Measurement", "MemoryCurve", "MemoryReport", "OPTIMIZERS", "PROFILES",
            "SavedTensor", "SavedTensorLog", "estimate", "measure", "memory_curve"]

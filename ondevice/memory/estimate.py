@@ -6,12 +6,20 @@ profile's per-layer rules, and adds parameters, gradients and optimizer state:
 - ``profile="pytorch"``: what stock PyTorch autograd keeps (:mod:`.rules`); its
   ``saved_activations`` equals :func:`ondevice.memory.measure` to the byte.
 - ``profile="paper"``: TinyTL's profiler rules (:mod:`.paper`), to reproduce the paper's tables.
-- ``profile="masked"``: what the math needs with 1-bit activation masks (:mod:`.rules`), the
-  target of the book's kernels; equal to measurement on models built from them (chapters 3, 4),
-  derived for stock layers.
+- ``profile="masked"``: what the model keeps once :func:`ondevice.kernelize` has replaced its
+  layers by their lean twins (1-bit activation masks, frozen layers that keep nothing; chapter 4),
+  in its two modes (``backward="exact"`` or ``"detached"``): the ``pytorch`` rules applied to the
+  kernelized model, which the estimate builds on the meta device (no data, no copy of the
+  weights). It equals :func:`ondevice.memory.measure` of ``kernelize(model, backward=...)``.
 
 Which parameters train is read from ``requires_grad`` and which layers are in training mode
 from ``module.training``, so any transfer method is covered.
+
+Parameters: trainable ones at their dtype; frozen conv and linear weights at
+``frozen_param_bits``, below 16 bits with one float32 scale per output channel (as
+``kernelize(frozen_bits=8)`` stores them); other frozen parameters (biases, norm scales and
+shifts) at their dtype. The ``paper`` profile charges every frozen parameter at
+``frozen_param_bits``, as TinyTL's profiler does.
 
 Peak (``pytorch`` profile) is a model of the activation memory over one step, in call order:
 during the forward pass, before each leaf layer, what is kept so far + the leaf's input and
@@ -31,7 +39,7 @@ from torch import nn
 from ..blocks import InvertedResidual
 from ..models.resnet import Bottleneck
 from . import paper
-from .rules import Context, Stored, rule_for
+from .rules import MODES, Context, Stored, rule_for
 from .trace import Call, trace
 
 PROFILES = ("pytorch", "paper", "masked")
@@ -85,23 +93,38 @@ class MemoryReport:
         return "\n".join(lines)
 
 
-def _parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
-    """The distinct parameters of ``modules`` (one walk of the module tree serves everything)."""
+def _parameters(modules: list[nn.Module]) -> tuple[list[nn.Parameter], set[int]]:
+    """The distinct parameters of ``modules``, and the ids of those that are conv / linear weights
+    (one walk of the module tree serves everything)."""
     seen: dict[int, nn.Parameter] = {}
+    weights: set[int] = set()
     for m in modules:
-        for p in m._parameters.values():
+        for name, p in m._parameters.items():
             if p is not None:
                 seen.setdefault(id(p), p)
-    return list(seen.values())
+                if name == "weight" and isinstance(m, (nn.Conv2d, nn.Linear)):
+                    weights.add(id(p))
+    return list(seen.values()), weights
 
 
-def _param_bytes(params: list[nn.Parameter], frozen_bits: int, optimizer: str) -> tuple[int, int, int]:
+def _frozen_bytes(p: nn.Parameter, is_weight: bool, bits: int, profile: str) -> int:
+    """Bytes of a frozen parameter stored at ``bits`` (module docstring)."""
+    if profile == "paper":  # TinyTL's profiler: every frozen value at `bits`
+        return p.numel() * bits // 8
+    if not (is_weight and p.is_floating_point() and bits < 8 * p.element_size()):
+        return p.numel() * p.element_size()  # biases, norm parameters, weights already stored small
+    scales = 4 * p.shape[0] if bits < 16 else 0  # one float32 scale per output channel
+    return -(-p.numel() * bits // 8) + scales
+
+
+def _param_bytes(params: list[nn.Parameter], weights: set[int], frozen_bits: int, optimizer: str,
+                 profile: str) -> tuple[int, int, int]:
     trainable = frozen = 0
     for p in params:
         if p.requires_grad:
             trainable += p.numel() * p.element_size()
         else:
-            frozen += p.numel() * frozen_bits // 8
+            frozen += _frozen_bytes(p, id(p) in weights, frozen_bits, profile)
     return trainable + frozen, trainable, trainable * OPTIMIZERS[optimizer]
 
 
@@ -109,20 +132,32 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionar
 
 
 def _cached_trace(model: nn.Module, modules: list[nn.Module], params: list[nn.Parameter],
-                  shape: tuple[int, ...], dtype: torch.dtype, input_requires_grad: bool) -> Call:
-    """The batch-1 trace; re-traced when the shape, the modules, the trainable set or a
-    module's mode changes."""
-    key = (shape, dtype, input_requires_grad, tuple(map(id, modules)),
+                  shape: tuple[int, ...], dtype: torch.dtype, input_requires_grad: bool,
+                  kernelized: str | None) -> Call:
+    """The batch-1 trace (of ``kernelize(model, backward=kernelized)`` when that is given);
+    re-traced when the shape, the modules, the trainable set or a module's mode changes."""
+    key = (shape, dtype, input_requires_grad, kernelized, tuple(map(id, modules)),
            tuple(m.training for m in modules), tuple(p.requires_grad for p in params))
     cache = _TRACES.setdefault(model, {})
     if key not in cache:
         if len(cache) > 512:  # an explorer visits methods x resolutions: keep them all
             cache.clear()
-        cache[key] = trace(model, (1, *shape), dtype, input_requires_grad)
+        target = model if kernelized is None else kernelized_on_meta(model, kernelized)
+        cache[key] = trace(target, (1, *shape), dtype, input_requires_grad)
     return cache[key]
 
 
-def _check(model, input_shape, profile, frozen_param_bits, optimizer):
+def kernelized_on_meta(model: nn.Module, backward: str) -> nn.Module:
+    """``kernelize(copy of model, backward=backward)`` with every parameter and buffer on the
+    meta device: the structure, modes and trainable set of the kernelized model, no data."""
+    from ..lean.kernelize import meta_copy, kernelize_modules
+
+    copy = meta_copy(model)
+    kernelize_modules(copy, backward, 32, "torch")
+    return copy
+
+
+def _check(model, input_shape, profile, frozen_param_bits, optimizer, backward):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     shape = tuple(input_shape)
@@ -135,15 +170,18 @@ def _check(model, input_shape, profile, frozen_param_bits, optimizer):
         raise ValueError(f"frozen_param_bits must be one of {FROZEN_BITS}, got {frozen_param_bits!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {optimizer!r}")
+    if backward not in MODES:
+        raise ValueError(f"backward must be one of {MODES}, got {backward!r}")
     return shape
 
 
-def _prepare(model, shape, dtype, input_requires_grad, frozen_bits, optimizer):
+def _prepare(model, shape, dtype, input_requires_grad, frozen_bits, optimizer, profile, backward):
     """The batch-1 trace, the distinct parameters, and (params, gradients, optimizer state) bytes."""
     modules = list(model.modules())
-    parameters = _parameters(modules)
-    root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad)
-    return root, parameters, _param_bytes(parameters, frozen_bits, optimizer)
+    parameters, weights = _parameters(modules)
+    kernelized = backward if profile == "masked" else None
+    root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad, kernelized)
+    return root, parameters, _param_bytes(parameters, weights, frozen_bits, optimizer, profile)
 
 
 def _paper(root: Call):
@@ -152,23 +190,24 @@ def _paper(root: Call):
     return layers, sum(l.kept for l in layers), max((l.running for l in layers), default=0.0)
 
 
-def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
+def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch", backward: str = "exact",
              frozen_param_bits: int = 32, optimizer: str = "sgd",
              dtype: torch.dtype = torch.float32, device: str | None = None,
              input_requires_grad: bool = False) -> MemoryReport:
     """Training memory of one step of ``model`` on inputs of ``input_shape`` (N, C, H, W).
 
-    ``frozen_param_bits``: storage of frozen parameters (32, 16, 8 or 4 bits); trainable ones
-    keep their dtype. ``optimizer``: "sgd" (no state), "momentum" (1x) or "adam" (2x the
+    ``backward``: the mode of the ``masked`` profile, ``"exact"`` or ``"detached"`` (as in
+    :func:`ondevice.kernelize`; ignored by the other profiles). ``frozen_param_bits``: storage of
+    frozen weights (32, 16, 8 or 4 bits; module docstring); trainable ones keep their dtype. ``optimizer``: "sgd" (no state), "momentum" (1x) or "adam" (2x the
     trainable bytes). ``device`` ("cpu" or "cuda", default: where the model's parameters are)
     matters only where PyTorch's kernels differ (dropout keeps a 1-byte mask on CUDA).
     ``input_requires_grad``: whether the input itself needs a gradient (for a model that is a
     part of a larger network); images do not.
     """
-    shape = _check(model, input_shape, profile, frozen_param_bits, optimizer)
+    shape = _check(model, input_shape, profile, frozen_param_bits, optimizer, backward)
     batch = shape[0]
     root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, input_requires_grad,
-                                                      frozen_param_bits, optimizer)
+                                                      frozen_param_bits, optimizer, profile, backward)
     if profile == "paper":
         layers, kept, peak = _paper(root)
         table = [Layer(l.call.name, type(l.call.module).__name__, _batched(l.call.input, batch),
@@ -178,7 +217,7 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch",
                             int(peak * batch), int(peak * batch + params), table)
     if device is None:
         device = parameters[0].device.type if parameters else "cpu"
-    saved, table, peak = _pytorch(root, batch, Context(profile, device))
+    saved, table, peak = _compiled(root, Context(profile, device)).at(batch)
     return MemoryReport(profile, shape, params, grads, opt, saved, peak,
                         params + grads + opt + peak, table)
 
@@ -260,13 +299,9 @@ def _compile(root: Call, ctx: Context) -> _Compiled:
     return _Compiled(kept, rows, points)
 
 
-def _pytorch(root: Call, batch: int, ctx: Context) -> tuple[int, list[Layer], int]:
-    """Saved bytes, per-layer table and peak under the ``pytorch`` / ``masked`` rules; the rules
-    run once per trace and profile, after which any batch size is a few sums."""
-    return _compiled(root, ctx).at(batch)
-
-
 def _compiled(root: Call, ctx: Context) -> _Compiled:
+    """The trace under the rules, compiled once per trace and device: afterwards any batch size
+    is a few sums."""
     cache = root.__dict__.setdefault("compiled", {})
     key = (ctx.profile, ctx.device)
     if key not in cache:
@@ -318,12 +353,14 @@ class MemoryCurve:
         return lo
 
 
-def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch",
+def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch", backward: str = "exact",
                  frozen_param_bits: int = 32, optimizer: str = "sgd",
                  dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryCurve:
-    """Memory of ``model`` on inputs of ``sample_shape`` (C, H, W) as a function of the batch."""
-    shape = _check(model, (1, *tuple(sample_shape)), profile, frozen_param_bits, optimizer)
-    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer)
+    """Memory of ``model`` on inputs of ``sample_shape`` (C, H, W) as a function of the batch
+    (arguments as :func:`estimate`)."""
+    shape = _check(model, (1, *tuple(sample_shape)), profile, frozen_param_bits, optimizer, backward)
+    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer,
+                                                      profile, backward)
     if profile == "paper":
         _, kept, peak = _paper(root)
         return MemoryCurve(profile, shape[1:], params, grads, opt,

@@ -37,6 +37,7 @@ from torch import nn
 from kernels import FrozenNormAct, GroupNormAct
 
 from ..blocks import InvertedResidual
+from ..lean.norms import BatchNormAct
 from ..mask_activations import MASK_ACTIVATIONS
 from ..models.resnet import Bottleneck
 from .trace import Call
@@ -96,12 +97,12 @@ def replay(root: Call, act_bytes: float = 4.0) -> list[PaperLayer]:
             kept, tmp = (x if _trains_weight(m) else 0.0), x + y // m.groups
         elif isinstance(m, _LINEAR):
             kept, tmp = (x if _trains_weight(m) else 0.0), x + y
+        elif isinstance(m, (GroupNormAct, BatchNormAct)):  # a fused norm + activation: the norm's rule + 1 bit
+            kept, tmp = (x if _trains_weight(m) else 0.0) + (call.input.numel / 8 if backward else 0.0), x
         elif isinstance(m, _NORM):
             kept, tmp = (x if _trains_weight(m) else 0.0), x
         elif isinstance(m, _ONE_BIT):
             kept, tmp = (call.input.numel / 8 if backward else 0.0), x
-        elif isinstance(m, GroupNormAct):  # chapter 4's fused pair: the norm's rule + a 1-bit mask
-            kept, tmp = (x if _trains_weight(m) else 0.0) + (call.input.numel / 8 if backward else 0.0), x
         elif isinstance(m, FrozenNormAct):  # a frozen-statistics norm (no gamma) + a 1-bit mask
             kept, tmp = (call.input.numel / 8 if backward else 0.0), x
         elif isinstance(m, _SMOOTH):

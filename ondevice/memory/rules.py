@@ -28,20 +28,14 @@ trains. A tensor kept by two layers (ReLU's output is the next conv's input) is 
 is counted once by :func:`ondevice.memory.estimate`. Each rule is checked against
 :func:`ondevice.memory.measure` in the tests and in chapter 1.
 
-The ``masked`` profile applies the same rules with the book's kernels in mind: what the math
-needs, with activations kept as 1-bit masks (chapter 4 writes the kernels that reach it). It
-differs from stock PyTorch in these layers: a conv or WS conv with a frozen weight keeps nothing
-(dx needs only the weight; a frozen standardized weight is a constant); BatchNorm with frozen
-statistics keeps x only if gamma trains (otherwise it is an affine map); a norm whose shift alone
-trains, with no gradient for its input, keeps nothing (d(beta) = sum(dy)); ReLU, ReLU6, Hardtanh, Hard-Sigmoid and LeakyReLU keep
-1 bit per element (exact), Hard-Swish 1 bit (MobileTL's approximation, chapter 3); pooling keeps
-only max-pool's indices. Masks are packed 32 per int32 word (``4 * ceil(numel / 32)`` bytes, as
-:mod:`kernels.bits` packs them). On the book's own modules (chapter 3's mask activations and
-shift-only norms, chapter 4's ``GroupNormAct`` / ``FrozenNormAct``) it equals measurement
-(tests); on stock layers it is derived: what those modules would keep in their place.
+The ``masked`` profile applies these same rules to the model as :func:`ondevice.kernelize` leaves
+it: every stock layer replaced by its lean twin (1-bit masks, frozen layers that keep nothing;
+the twins' table is in ``ondevice/lean/kernelize.py``, their rules in ``lean_rules.py``). It is
+what the book's modules really keep, so it equals measurement of the kernelized model. Masks
+are packed 32 per int32 word (``4 * ceil(numel / 32)`` bytes, as :mod:`kernels.bits` packs them).
 
-MobileTL's modules (chapter 3) keep the same in both profiles, because their plain-torch forward
-already saves only what the math needs, and the tests measure it: a mask activation
+MobileTL's modules (chapter 3) are lean already (``kernelize`` leaves them), and the tests
+measure them: a mask activation
 (:mod:`ondevice.mask_activations`) keeps its packed mask; a :class:`FrozenStatsBatchNorm2d`
 (shift-only norm) keeps its per-channel scale, plus its input if gamma trains.
 
@@ -61,6 +55,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from kernels.checks import MODES  # noqa: F401  (the masked profile's two backward modes, as kernelize's)
 
 from ..blocks import (ConvNet, ConvNormAct, FrozenStatsBatchNorm2d, InvertedResidual,
                       LiteResidual, SkipBlock, SqueezeExcite)
@@ -93,15 +89,12 @@ class Stored:
 
 @dataclass(frozen=True)
 class Context:
-    """What the rules may depend on besides the call: the profile ("pytorch" or "masked") and
-    the device type ("cpu" or "cuda")."""
+    """What the rules may depend on besides the call: the profile the rules serve ("pytorch", or
+    "masked" for a kernelized model; the rules are the same) and the device type ("cpu" or
+    "cuda")."""
 
     profile: str = "pytorch"
     device: str = "cpu"
-
-    @property
-    def masked(self) -> bool:
-        return self.profile == "masked"
 
 
 Rule = Callable[[Call, Context], list[Stored]]
@@ -173,15 +166,15 @@ def _numel(shape) -> int:
 
 @rule(nn.Conv2d)
 def conv2d(call: Call, ctx: Context) -> list[Stored]:
-    if not flows(call) or (ctx.masked and not trains(call.module, "weight")):
-        return []  # masked: a frozen conv's dx = conv_transpose(dy, W) needs only W
+    if not flows(call):
+        return []
     return [keep(call.input, "input x", "dW = dy * x; stock conv keeps x whenever it has a backward")]
 
 
 @rule(WSConv2d)
 def ws_conv2d(call: Call, ctx: Context) -> list[Stored]:
-    if not flows(call) or (ctx.masked and not trains(call.module, "weight")):
-        return []  # masked: a frozen standardized weight is a constant, like a parameter
+    if not flows(call):
+        return []
     w = call.module.weight
     size = w.numel() * w.element_size()
     out = conv2d(call, ctx) + [
@@ -208,23 +201,12 @@ def _stat_bytes(call: Call, ctx: Context, norm: str) -> int:
     return max(size, 4) if ctx.device == "cuda" and norm == "batch" else size
 
 
-def _masked_norm_needs_input(call: Call) -> bool:
-    """What the math needs from a norm: x (to recompute x-hat) for d(gamma) or for dx."""
-    return trains(call.module, "weight") or call.input.requires_grad
-
-
 @rule(nn.BatchNorm2d)
 def batch_norm(call: Call, ctx: Context) -> list[Stored]:
     if not flows(call):
         return []
     m = call.module
     frozen_statistics = not call.training and m.track_running_stats
-    if ctx.masked:
-        if frozen_statistics:  # an affine map: dx = gamma / sqrt(running_var + eps) * dy
-            return [keep(call.input, "input x", "d(gamma) = sum(dy * x_hat)")] \
-                if trains(m, "weight") else []
-        if not _masked_norm_needs_input(call):
-            return []  # only beta trains: d(beta) = sum(dy)
     out = [keep(call.input, "input x", "stock BatchNorm keeps x whenever it has a backward")]
     if not frozen_statistics:
         out.append(Stored("batch mean and 1/std", "statistics of this batch, for dx",
@@ -234,30 +216,17 @@ def batch_norm(call: Call, ctx: Context) -> list[Stored]:
 
 @rule(nn.GroupNorm)
 def group_norm(call: Call, ctx: Context) -> list[Stored]:
-    if not flows(call) or (ctx.masked and not _masked_norm_needs_input(call)):
-        return []  # masked: only beta trains and x needs no gradient: d(beta) = sum(dy)
+    if not flows(call):
+        return []
     return [keep(call.input, "input x", "x_hat = (x - mean) / std is recomputed from x"),
             Stored("group mean and 1/std", "per (sample, group) statistics, for dx",
                    per_sample=2 * call.module.num_groups * _stat_bytes(call, ctx, "group"))]
-
-
-# Activations whose backward the masked profile serves from 1 bit per element, and why.
-ONE_BIT = {
-    nn.ReLU: "the derivative is 1[y > 0]",
-    nn.ReLU6: "the derivative is 1[0 < x < 6]",
-    nn.Hardtanh: "the derivative is 1[min < x < max]",
-    nn.Hardsigmoid: "the derivative is 1[-3 < x < 3] / 6",
-    nn.LeakyReLU: "the derivative is 1 or the slope, by the sign of x",
-    nn.Hardswish: "approximated from 1 bit (MobileTL's surrogate, chapter 3)",
-}
 
 
 @rule(nn.ReLU, nn.Sigmoid, nn.Tanh)
 def keeps_output(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
-    if ctx.masked and type(call.module) in ONE_BIT:
-        return [mask(call.output, "the derivative is 1[y > 0]")]
     return [keep(call.output, "output y", "the derivative is a function of y")]
 
 
@@ -265,8 +234,6 @@ def keeps_output(call: Call, ctx: Context) -> list[Stored]:
 def keeps_input(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
-    if ctx.masked and type(call.module) in ONE_BIT:
-        return [mask(call.input, ONE_BIT[type(call.module)])]
     return [keep(call.input, "input x", "the derivative is a function of x")]
 
 
@@ -309,8 +276,8 @@ def dropout(call: Call, ctx: Context) -> list[Stored]:
 
 @rule(nn.AvgPool2d)
 def avg_pool(call: Call, ctx: Context) -> list[Stored]:
-    if not call.input.requires_grad or ctx.masked:
-        return []  # masked: its backward needs only the shape
+    if not call.input.requires_grad:
+        return []
     return [keep(call.input, "input x", "stock avg_pool2d keeps x (its backward only needs the shape)")]
 
 
@@ -318,14 +285,13 @@ def avg_pool(call: Call, ctx: Context) -> list[Stored]:
 def max_pool(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
-    kept = [] if ctx.masked else [keep(call.input, "input x", "max_pool2d backward takes x")]
-    return kept + [Stored("argmax indices", "where each maximum came from (int64)",
-                   per_sample=_numel(call.output.shape) * 8)]
+    return [keep(call.input, "input x", "max_pool2d backward takes x"),
+            Stored("argmax indices", "where each maximum came from (int64)", per_sample=_numel(call.output.shape) * 8)]
 
 
 @rule(nn.AdaptiveAvgPool2d)
 def adaptive_avg_pool(call: Call, ctx: Context) -> list[Stored]:
-    if not call.input.requires_grad or ctx.masked or tuple(call.output.shape[2:]) == (1, 1):
+    if not call.input.requires_grad or tuple(call.output.shape[2:]) == (1, 1):
         return []  # global pooling is a mean: its backward needs only the shape
     return [keep(call.input, "input x", "adaptive_avg_pool2d backward takes x")]
 

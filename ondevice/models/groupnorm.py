@@ -11,17 +11,21 @@ import torch
 from torch import nn
 
 
+def standardize(weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Weight standardization: ``(w - mean) / sqrt(var + eps)`` per output channel, over
+    ``(in / groups, kh, kw)``, biased variance."""
+    var, mean = torch.var_mean(weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+    return (weight - mean) / torch.sqrt(var + eps)
+
+
 class WSConv2d(nn.Conv2d):
-    """Conv2d whose forward uses the weight standardised per output channel:
-    ``(w - mean) / sqrt(var + eps)`` over ``(in / groups, kh, kw)``, biased variance.
+    """Conv2d whose forward uses the weight standardised per output channel (:func:`standardize`).
     The stored parameter ``weight`` stays the raw one."""
 
     eps = 1e-5
 
     def standardized_weight(self) -> torch.Tensor:
-        w = self.weight
-        var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return (w - mean) / torch.sqrt(var + self.eps)
+        return standardize(self.weight, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.standardized_weight(), self.bias)
