@@ -51,7 +51,10 @@ class SavedTensorLog:
         if key not in self._excluded and key not in self._seen:
             self._seen.add(key)
             self.saved.append(SavedTensor(tuple(t.shape), t.dtype, t.untyped_storage().nbytes()))
-        return t  # keep the tensor itself: the hooks observe, they change nothing
+        # A detached alias (same storage, no autograd history): returning ``t`` itself would make
+        # the graph hold a Python reference to a tensor whose grad_fn holds the graph, a reference
+        # cycle that only the garbage collector can free (hundreds of MB per call at 224 px).
+        return t.detach()
 
     @staticmethod
     def _unpack(t: torch.Tensor) -> torch.Tensor:
