@@ -5,6 +5,10 @@ from the shipped pretrained backbones, on the CPU. Writes ``benchmarks/results/t
 (runs, setup, command, time, machine and versions), which the chapter plots.
 
 Usage: ``python benchmarks/transfer.py [--tasks T ...] [--seeds S ...] [--epochs E] [--n-train N]``
+
+``--refresh-costs`` trains nothing: it recomputes the memory and FLOPs fields of the recorded
+runs with the current memory engine (they depend on the network, method and batch shape, not on
+the training) and notes the date and command in the file under ``costs_refreshed``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from common import command, machine, today
 
-from ondevice.experiments import METHODS, RECORDED, Setup, run, save, summarize
+from ondevice.experiments import METHODS, RECORDED, Setup, load, refresh_costs, run, save, summarize
 
 TASKS = ("target", "color_shift", "new_classes", "digits")
 
@@ -29,7 +33,15 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=Setup.epochs)
     parser.add_argument("--n-train", type=int, default=Setup.n_train)
     parser.add_argument("--out", type=Path, default=RECORDED)
+    parser.add_argument("--refresh-costs", action="store_true",
+                        help="recompute the memory and FLOPs of the runs recorded in --out; train nothing")
     args = parser.parse_args(argv)
+    if args.refresh_costs:
+        runs, setup, facts = load(args.out)
+        facts["costs_refreshed"] = {"date": today(), "command": command(argv)}
+        save(refresh_costs(runs, setup), args.out, setup, **facts)
+        print(f"recomputed the memory and FLOPs of {len(runs)} runs in {args.out}")
+        return
     setup = replace(Setup(), epochs=args.epochs, n_train=args.n_train)
     start = time.perf_counter()
     runs = run(args.tasks, args.methods, args.seeds, setup)

@@ -23,7 +23,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -122,6 +122,17 @@ def fine_tune(method: str, train, test, num_classes: int, seed: int = 0, setup: 
     spec = METHODS[method]
     torch.manual_seed(seed)
     model = spec.apply(load_pretrained(spec.backbone, num_classes=num_classes))
+    costs = step_costs(model, method, setup)
+    start = time.perf_counter()
+    history = fit(model, train, epochs=setup.epochs, lr=setup.lr, seed=seed, progress=progress)
+    seconds = time.perf_counter() - start
+    return Run(task, method, seed, evaluate(model, test), history.accuracy[-1],
+               sum(p.numel() for p in model.parameters() if p.requires_grad), **costs, seconds=seconds)
+
+
+def step_costs(model, method: str, setup: Setup) -> dict:
+    """The memory and FLOPs fields of a :class:`Run` for ``model`` (a method applied): they depend
+    on the network, the method and the batch shape, not on the data or the training."""
     shape = (setup.batch_size, 3, setup.resolution, setup.resolution)
     reports = {p: estimate(model, shape, profile=p, frozen_param_bits=setup.frozen_bits,
                            optimizer=setup.optimizer) for p in PROFILES}
@@ -130,14 +141,26 @@ def fine_tune(method: str, train, test, num_classes: int, seed: int = 0, setup: 
         raise AssertionError(f"{method}: measured {measured} B saved, the pytorch profile says "
                              f"{reports['pytorch'].saved_activations} B")
     flops = training_flops(model, shape)
-    start = time.perf_counter()
-    history = fit(model, train, epochs=setup.epochs, lr=setup.lr, seed=seed, progress=progress)
-    seconds = time.perf_counter() - start
-    return Run(task, method, seed, evaluate(model, test), history.accuracy[-1],
-               sum(p.numel() for p in model.parameters() if p.requires_grad),
-               {p: r.total for p, r in reports.items()},
-               {p: r.saved_activations for p, r in reports.items()}, measured,
-               {"forward": flops.forward, "backward": flops.backward, "total": flops.total}, seconds)
+    return dict(memory={p: r.total for p, r in reports.items()},
+                saved_activations={p: r.saved_activations for p, r in reports.items()}, measured_saved=measured,
+                flops={"forward": flops.forward, "backward": flops.backward, "total": flops.total})
+
+
+def task_classes(task: str) -> int:
+    """The number of classes of the built-in ``task``."""
+    train, _ = loaders(task, n_train=1, n_test=1)
+    return int(train.dataset.tensors[1].max()) + 1
+
+
+def refresh_costs(runs: list[Run], setup: Setup) -> list[Run]:
+    """The runs with their memory and FLOPs fields recomputed by the current engine (accuracies and
+    times untouched): for records made before a change of the memory model."""
+    costs = {}
+    for task, method in dict.fromkeys((r.task, r.method) for r in runs):
+        spec = METHODS[method]
+        model = spec.apply(load_pretrained(spec.backbone, num_classes=task_classes(task)))
+        costs[task, method] = step_costs(model, method, setup)
+    return [replace(r, **costs[r.task, r.method]) for r in runs]
 
 
 def run(tasks, method_names=tuple(METHODS), seeds=(0, 1, 2), setup: Setup = Setup(),
@@ -243,5 +266,5 @@ def figure(rows: list[Summary], profile: str = "paper", title: str = ""):
     return fig
 
 
-__all__ = ["BACKBONE_LABELS", "METHODS", "RECORDED", "Method", "Run", "Setup", "Summary", "figure", "fine_tune", "load", "pareto", "run",
-           "run_one", "save", "summarize"]
+__all__ = ["BACKBONE_LABELS", "METHODS", "RECORDED", "Method", "Run", "Setup", "Summary", "figure", "fine_tune", "load",
+           "pareto", "refresh_costs", "run", "run_one", "save", "step_costs", "summarize", "task_classes"]

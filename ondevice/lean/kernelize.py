@@ -233,9 +233,10 @@ def kernelize_modules(model: nn.Module, backward: str, bits: int, backend: str |
                 continue
             twin = _fused(norm, act, backward, backend)
             if twin is not None:
+                placeholder = nn.Identity()
                 setattr(parent, norm_name, twin)
-                setattr(parent, act_name, nn.Identity())
-                fused[norm] = fused[act] = twin
+                setattr(parent, act_name, placeholder)
+                fused[norm] = fused[act] = fused[twin] = fused[placeholder] = twin  # not visited again
                 report.rows.append(Row(names[norm], f"{type(norm).__name__}+{type(act).__name__}",
                                        type(twin).__name__, f"{twin.backward} backward"))
     for parent in list(model.modules()):
