@@ -1,147 +1,65 @@
-"""Grade lab notebooks: run every submission in a fresh kernel and report each exercise's check.
+"""Grade lab notebooks without a JupyterHub: a thin layer over nbgrader's autograder.
 
 Usage::
 
-    python -m ondevice.grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...] [--timeout 600]
-        [--jobs N] [--csv results.csv] [--reference labs/solutions | --no-reference]
-        [--kernel NAME] [--strict]
+    python -m ondevice.grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...] [--reference labs/solutions]
+        [--timeout 600] [--jobs N] [--csv results.csv] [--feedback FOLDER] [--strict]
 
-A folder stands for every ``*.ipynb`` below it (``.ipynb_checkpoints`` left out).
+A folder stands for every ``*.ipynb`` below it (``.ipynb_checkpoints`` left out); one folder per
+student works well (``submissions/alice/lab1_memory_equations.ipynb``). The grader
 
-**Exercises.** A lab's check cell starts with the line ``# CHECK exercise <id>: <title>`` (the
-labs also tag it ``check`` and ``exercise-<id>``). An exercise passes when its check cell runs
-without an error. Every cell runs, in order, whatever the earlier ones did (errors are
-allowed), so a crash in one exercise does not hide the others. The status of an exercise:
+1. **reads everything first**: every submission and, for each lab they belong to (notebook
+   metadata ``lab.id``, else the file name), its solved notebook from ``--reference``; a
+   submission that is not a valid notebook, or whose lab has no solved notebook, is listed as
+   not graded and the others go on;
+2. makes a temporary nbgrader course per job, runs ``generate_assignment`` on the references
+   there (:mod:`ondevice.labs_nbgrader`) and puts each submission in ``submitted/``;
+3. runs ``nbgrader autograde`` in each course, in parallel; its Execute step is
+   :class:`ondevice.grade_run.IsolatedExecute` (a sandbox per submission that cannot reach the
+   course, the references or the other submissions; a fresh kernel that runs the gradebook's
+   checks, hidden tests included, on the submission's definitions only);
+4. reports nbgrader's points and one status per exercise (:mod:`ondevice.grade_report`), the
+   flags (suspicious code, refused operations), and checks that no file it read has changed;
+   ``--feedback`` keeps the autograded notebooks (what each check printed) for the students.
 
-=========  ===============================================================================
-pass       its check cell ran without an error
-FAIL       its check raised AssertionError: the answer is wrong (the check printed why)
-todo       NotImplementedError: the stub is not filled in yet
-error      any other exception (in the check, or in the student's code it calls); the
-           detail names the first error in the exercise's own cells when there is one
-timeout    the notebook's time limit (``--timeout``) ran out in this check cell
-crashed    the kernel died in this check cell (e.g. out of memory)
-not run    the check cell was never reached (the time limit ran out or the kernel died
-           earlier); no result, neither right nor wrong
-missing    the check cell is not in the submission (deleted, or its first line edited)
-=========  ===============================================================================
-
-**Reference.** A submission's lab is its notebook metadata ``lab.id`` (the labs carry it),
-else its file name. When the solved notebook of that lab is found (``--reference``, by default
-``labs/solutions/`` of this repository), it fixes the list of exercises (a deleted check is
-reported as ``missing``), and every cell it tags ``locked`` or ``check`` is run as the
-reference has it, matched by cell id (check cells also by exercise id): editing a check, the
-setup or a check helper changes nothing. ``--no-reference`` grades submissions as they are.
-
-**Output.** One table per lab, a row per submission and a column per exercise, then one line
-per exercise that did not pass, with the error's first line. ``--csv FILE`` writes one row per
-(submission, exercise): ``submission, lab, exercise, title, status, detail, path``.
-
-**Exit status.** 0 when every submission was graded, whatever its results (failures are
-results); with ``--strict``, 1 when any exercise did not pass; 2 for bad arguments (a missing
-file, a file that is not a notebook, a folder without notebooks); 3 when a kernel could not
-be started (nothing to do with the submission).
-
-Kernels run this Python by default (``--kernel`` picks an installed kernel spec), in the
-submission's folder, with this repository on ``PYTHONPATH`` and, unless set,
-``OMP_NUM_THREADS`` = CPUs / jobs, so parallel kernels do not oversubscribe the cores.
+Exit status: 0 when grading ran (wrong answers and invalid notebooks are results); with
+``--strict``, 1 when any exercise did not pass, a notebook was not graded or anything was
+flagged; 2 for bad arguments (a missing path, a file that is not a ``.ipynb``, a folder without
+notebooks); 3 when the grading machinery failed for some submission (a kernel that could not
+start) or a file changed during grading.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
+import hashlib
 import os
-import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from .grade_report import CSV_FIELDS, STATUSES, Result, Submission, results_of, table, write_csv
+from .labs_nbgrader import tools_on_path
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = ROOT / "labs" / "solutions"
-CHECK = re.compile(r"^# CHECK exercise (?P<id>\S+): (?P<title>.+?)\s*$")
-THIS_PYTHON = "this-python"  # the kernel name that means "a kernel running this interpreter"
-
-PASS, FAIL, TODO, ERROR = "pass", "FAIL", "todo", "error"
-TIMEOUT, CRASHED, NOT_RUN, MISSING = "timeout", "crashed", "not run", "missing"
-STATUSES = (PASS, FAIL, TODO, ERROR, TIMEOUT, CRASHED, NOT_RUN, MISSING)
 
 
 class UsageError(Exception):
-    """A bad argument: a missing file, a file that is not a notebook, an empty folder."""
-
-
-class KernelStartError(Exception):
-    """The kernel for a submission could not be started (nothing the submission did)."""
-
-
-@dataclass(frozen=True)
-class Exercise:
-    id: str
-    title: str
-
-
-@dataclass(frozen=True)
-class Result:
-    exercise: str
-    title: str
-    status: str
-    detail: str = ""
-
-
-@dataclass
-class Submission:
-    path: Path
-    name: str  # the path relative to the common folder of all submissions, without .ipynb
-    lab: str
-    results: list[Result] = field(default_factory=list)
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    kernel_failed: bool = False
-    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (cell index, ename, evalue)
-
-    @property
-    def passed(self) -> int:
-        return sum(r.status == PASS for r in self.results)
-
-
-def check_marker(cell) -> Exercise | None:
-    """The exercise a code cell checks, from its first line (None: not a check cell)."""
-    if cell.cell_type != "code":
-        return None
-    match = CHECK.match(cell.source.split("\n", 1)[0])
-    return Exercise(match["id"], match["title"]) if match else None
-
-
-def exercises(nb) -> list[Exercise]:
-    """The exercises of a notebook, in order (each check cell once)."""
-    found: dict[str, Exercise] = {}
-    for cell in nb.cells:
-        exercise = check_marker(cell)
-        if exercise is not None:
-            found.setdefault(exercise.id, exercise)
-    return list(found.values())
-
-
-def lab_id(nb, path: Path) -> str:
-    return str(nb.metadata.get("lab", {}).get("id") or path.stem)
+    """A bad argument: a missing path, a file that is not a notebook, an empty folder."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs
+# 1. Read everything first
 
 
 def find_notebooks(paths) -> list[Path]:
-    """The notebooks named by ``paths`` (files, or folders searched recursively), each once.
-
-    Raises :class:`UsageError` for a missing path, a file that is not a ``.ipynb`` notebook, a
-    notebook that cannot be read, or a folder with no notebook.
-    """
+    """The notebooks named by ``paths`` (files, or folders searched recursively), each once."""
     if not paths:
         raise UsageError("no notebook given")
     found: list[Path] = []
@@ -149,8 +67,7 @@ def find_notebooks(paths) -> list[Path]:
         if not given.exists():
             raise UsageError(f"no such file or folder: {given}")
         if given.is_dir():
-            inside = sorted(p for p in given.rglob("*.ipynb")
-                            if ".ipynb_checkpoints" not in p.parts and p.is_file())
+            inside = sorted(p for p in given.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and p.is_file())
             if not inside:
                 raise UsageError(f"no notebooks (*.ipynb) in folder {given}")
             found += inside
@@ -158,21 +75,23 @@ def find_notebooks(paths) -> list[Path]:
             raise UsageError(f"{given} is not a notebook (expected a .ipynb file)")
         else:
             found.append(given)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    for path in unique:
-        read_notebook(path)
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def read_notebook(path: Path):
+def parse(text: str):
+    """The notebook in ``text``, or raise ValueError saying why it is not a valid one."""
     try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as error:  # JSON errors, wrong structure, unreadable file
-        raise UsageError(f"{path} is not a valid notebook: {type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
-    if not isinstance(nb.get("cells"), list):
-        raise UsageError(f"{path} is not a valid notebook: it has no cells")
+        nb = nbformat.reads(text, as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"not a valid notebook: {type(error).__name__}: {first}") from None
     return nb
+
+
+def lab_id(nb, path: Path) -> str:
+    lab = nb.metadata.get("lab", {})
+    return str((lab.get("id") if isinstance(lab, dict) else None) or path.stem)
 
 
 def submission_names(paths: list[Path]) -> dict[Path, str]:
@@ -183,358 +102,209 @@ def submission_names(paths: list[Path]) -> dict[Path, str]:
     return {p: p.relative_to(root).with_suffix("").as_posix() for p in paths}
 
 
-# ---------------------------------------------------------------------------------------------
-# Reference: the solved notebook fixes the exercises and the locked cells
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        if "__pycache__" not in file.parts:
+            h.update(str(file).encode() + b"\0" + file.read_bytes())
+    return h.hexdigest()
 
 
-def restore_locked(nb, reference) -> list[str]:
-    """Put the reference's ``locked`` and ``check`` cells back into ``nb`` (matched by cell id,
-    check cells also by exercise id); return a note per restored cell."""
-    by_id, by_exercise = {}, {}
-    for cell in reference.cells:
-        tags = cell.metadata.get("tags", [])
-        exercise = check_marker(cell)
-        if exercise is not None:
-            by_exercise[exercise.id] = cell
-        if "locked" in tags or exercise is not None:
-            if cell.get("id"):
-                by_id[cell["id"]] = cell
-    notes = []
-    for cell in nb.cells:
-        original = by_id.get(cell.get("id"))
-        if original is None:
-            exercise = check_marker(cell)
-            original = by_exercise.get(exercise.id) if exercise else None
-        if original is not None and (cell.cell_type != original.cell_type or cell.source != original.source):
-            what = check_marker(original)
-            name = f"check of exercise {what.id}" if what else f"locked cell {cell.get('id')}"
-            notes.append(f"restored the edited {name}")
-            cell.cell_type, cell.source = original.cell_type, original.source
-            if cell.cell_type == "code":
-                cell.setdefault("outputs", [])
-                cell.setdefault("execution_count", None)
-    return notes
-
-
-# ---------------------------------------------------------------------------------------------
-# Execution
-
-
-@dataclass
-class CellRun:
-    status: str  # "ok", "error", TIMEOUT, CRASHED
-    ename: str = ""
-    evalue: str = ""
-
-
-def _kernel_manager(kernel: str):
-    from jupyter_client import AsyncKernelManager
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    if kernel != THIS_PYTHON:
-        return AsyncKernelManager(kernel_name=kernel)
-
-    class ThisPython(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            if kernel_name == THIS_PYTHON:
-                import ipykernel.kernelspec
-
-                return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
-                                              **ipykernel.kernelspec.get_kernel_dict())
-            return super().get_kernel_spec(kernel_name)
-
-    return AsyncKernelManager(kernel_name=THIS_PYTHON, kernel_spec_manager=ThisPython())
-
-
-def _first_error(cell) -> tuple[str, str] | None:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            return out.get("ename", ""), out.get("evalue", "")
-    return None
-
-
-async def execute(nb, cwd: Path, timeout: float, kernel: str, env: dict[str, str]) -> dict[int, CellRun]:
-    """Run the code cells of ``nb`` in order in a fresh kernel, errors allowed, until the end or
-    until ``timeout`` seconds have passed; return what happened to each cell that ran."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    client = NotebookClient(nb, km=_kernel_manager(kernel), allow_errors=True, record_timing=False,
-                            shutdown_kernel="immediate", startup_timeout=120,
-                            resources={"metadata": {"path": str(cwd)}})
-    runs: dict[int, CellRun] = {}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # the kernel's own logs
-    session = client.async_setup_kernel(cleanup_kc=True, env=env, **quiet)
-    try:
-        await session.__aenter__()
-    except Exception as error:
-        raise KernelStartError(f"{type(error).__name__}: {error}") from error
-    try:
-        deadline = time.monotonic() + timeout  # the limit counts the cells, not the kernel's start
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            left = deadline - time.monotonic()
-            if left < 1:
-                runs[index] = CellRun(TIMEOUT)
-                break
-            client.timeout = int(left)
-            try:
-                await client.async_execute_cell(cell, index)
-            except CellTimeoutError:
-                runs[index] = CellRun(TIMEOUT)
-                break
-            except DeadKernelError:
-                runs[index] = CellRun(CRASHED)
-                break
-            error = _first_error(cell)
-            runs[index] = CellRun("error", *error) if error else CellRun("ok")
-    except BaseException as error:
-        if not await session.__aexit__(type(error), error, error.__traceback__):
-            raise
-    else:
-        await session.__aexit__(None, None, None)
-    return runs
-
-
-# ---------------------------------------------------------------------------------------------
-# From cell runs to exercise results
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def results_of(nb, runs: dict[int, CellRun], expected: list[Exercise], timeout: float) -> list[Result]:
-    """Each expected exercise's status from the runs of its check cell and of its own cells
-    (the code cells after the previous check cell)."""
-    checks: dict[str, int] = {}
-    for index, cell in enumerate(nb.cells):
-        exercise = check_marker(cell)
-        if exercise is not None and exercise.id not in checks:
-            checks[exercise.id] = index
-    stopped = next((i for i, r in runs.items() if r.status in (TIMEOUT, CRASHED)), None)
-    out = []
-    for exercise in expected:
-        index = checks.get(exercise.id)
-        if index is None:
-            out.append(Result(exercise.id, exercise.title, MISSING,
-                              "no check cell starts with '# CHECK exercise "
-                              f"{exercise.id}: ...' in this notebook"))
-            continue
-        run = runs.get(index)
-        if run is None:
-            why = ("the time limit ran out" if stopped is not None and runs[stopped].status == TIMEOUT
-                   else "the kernel died" if stopped is not None else "the notebook stopped")
-            out.append(Result(exercise.id, exercise.title, NOT_RUN, f"{why} before this check"))
-            continue
-        if run.status == TIMEOUT:
-            out.append(Result(exercise.id, exercise.title, TIMEOUT,
-                              f"the notebook's time limit ({timeout:g} s) ran out in this check"))
-            continue
-        if run.status == CRASHED:
-            out.append(Result(exercise.id, exercise.title, CRASHED,
-                              "the kernel died in this check (out of memory, or a crash in native code)"))
-            continue
-        if run.status == "ok":
-            out.append(Result(exercise.id, exercise.title, PASS))
-            continue
-        status = {"AssertionError": FAIL, "NotImplementedError": TODO}.get(run.ename, ERROR)
-        detail = f"{run.ename}: {run.evalue}"
-        if status == TODO:
-            detail = "not done yet: the stub still raises NotImplementedError"
-        if status == ERROR:  # did the exercise's own cells fail first (e.g. a SyntaxError)?
-            previous = max((i for i in checks.values() if i < index), default=-1)
-            own = [runs[i] for i in range(previous + 1, index)
-                   if i in runs and runs[i].status == "error" and runs[i].ename != "NotImplementedError"]
-            if own:
-                detail = f"your code raised {own[0].ename}: {own[0].evalue} (then the check: {detail})"
-        out.append(Result(exercise.id, exercise.title, status, _one_line(detail)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Grading
-
-
-def kernel_env(jobs: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
-async def _grade_one(path: Path, name: str, *, timeout: float, reference: Path | None,
-                     kernel: str, env: dict[str, str]) -> Submission:
-    nb = read_notebook(path)
-    lab = lab_id(nb, path)
-    sub = Submission(path, name, lab)
-    expected = exercises(nb)
-    ref_path = reference / f"{lab}.ipynb" if reference is not None else None
-    if ref_path is not None and ref_path.is_file():
-        ref = read_notebook(ref_path)
-        expected = exercises(ref)
-        if ref_path.resolve() != path.resolve():
-            sub.notes += restore_locked(nb, ref)
-    elif reference is not None:
-        sub.notes.append(f"no solved notebook {lab}.ipynb in {reference}: checks run as submitted")
-    if not expected:
-        sub.notes.append("no check cells (lines '# CHECK exercise <id>: <title>') in this notebook")
-    start = time.monotonic()
-    try:
-        runs = await execute(nb, path.parent, timeout, kernel, env)
-    except Exception as error:  # not the submission's doing: the grading machinery failed
-        sub.kernel_failed = True
-        why = ("the kernel could not be started" if isinstance(error, KernelStartError)
-               else "grading stopped on an internal error")
-        sub.notes.append(f"{why}: {error if isinstance(error, KernelStartError) else repr(error)}")
-        runs = {}
-    sub.seconds = time.monotonic() - start
-    sub.errors = [(i, r.ename, r.evalue) for i, r in sorted(runs.items()) if r.status == "error"]
-    sub.results = results_of(nb, runs, expected, timeout)
-    if sub.kernel_failed:
-        sub.results = [Result(r.exercise, r.title, NOT_RUN, why) if r.status == NOT_RUN else r
-                       for r in sub.results]
-    return sub
-
-
-def grade(paths, *, timeout: float = 600, jobs: int = 1, reference: Path | None = DEFAULT_REFERENCE,
-          kernel: str = THIS_PYTHON) -> list[Submission]:
-    """Grade the notebooks named by ``paths`` (files or folders); see the module docstring.
-
-    ``timeout``: seconds per notebook, all cells together. ``jobs``: notebooks run at once.
-    ``reference``: folder of solved notebooks, or None. Raises :class:`UsageError` for bad
-    paths before anything runs.
-    """
+def load(paths, reference: Path) -> tuple[list[Submission], dict[Path, str], dict[str, str]]:
+    """The submissions (invalid ones marked), their texts, and the reference text of each lab."""
     notebooks = find_notebooks(paths)
+    names = submission_names(notebooks)
+    subs, texts, references = [], {}, {}
+    for path in notebooks:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            lab = lab_id(parse(text), path)
+        except ValueError as error:
+            subs.append(Submission(path, names[path], path.stem, problem=str(error)))
+            continue
+        sub = Submission(path, names[path], lab)
+        if lab not in references:
+            solved = Path(reference) / f"{lab}.ipynb"
+            references[lab] = solved.read_text(encoding="utf-8") if solved.is_file() else ""
+        if not references[lab]:
+            sub.problem = f"no solved notebook {lab}.ipynb in {reference}"
+        texts[path] = text
+        subs.append(sub)
+    return subs, texts, {lab: text for lab, text in references.items() if text}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2 and 3. Courses and nbgrader's autograder
+
+CONFIG = """# written by ondevice.grade for one grading job
+from ondevice.labs_nbgrader import configure
+configure(get_config(), **{options!r})
+"""
+
+
+def make_courses(workspace: Path, references: dict[str, str], jobs: int, options: dict) -> list[Path]:
+    """One course folder per job, each with every lab generated from its reference."""
+    from .labs_nbgrader import generate
+
+    first = workspace / "course-0"
+    generate(first, references, **options)
+    courses = [first]
+    for job in range(1, jobs):
+        courses.append(workspace / f"course-{job}")
+        shutil.copytree(first, courses[-1])
+    for course in courses:
+        (course / "nbgrader_config.py").write_text(CONFIG.format(options=options), encoding="utf-8")
+    return courses
+
+
+def autograde(courses: list[Path]) -> list[str]:
+    """Run ``nbgrader autograde`` in every course at once; return each one's log."""
+    runs = []
+    for course in courses:
+        log = open(course / "autograde.log", "w", encoding="utf-8")
+        command = [sys.executable, "-m", "nbgrader", "autograde", "*", "--force"]
+        runs.append((subprocess.Popen(command, cwd=course, env=tools_on_path(dict(os.environ)), stdout=log,
+                                      stderr=subprocess.STDOUT), log))
+    for process, log in runs:
+        process.wait()
+        log.close()
+    return [(course / "autograde.log").read_text(encoding="utf-8", errors="replace") for course in courses]
+
+
+def _scores(course: Path, lab: str, student: str) -> dict[str, float | None]:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            notebook = gb.find_submission_notebook(lab, lab, student)
+        except MissingEntry:
+            return {}
+        return {g.name: g.auto_score for g in notebook.grades}
+
+
+def collect(sub: Submission, course: Path, student: str, log: str, feedback: Path | None) -> None:
+    """Fill ``sub`` from its autograded notebook and the course's gradebook (and copy the
+    notebook to ``feedback/<name>.ipynb``)."""
+    graded = course / "autograded" / student / sub.lab / f"{sub.lab}.ipynb"
+    if not graded.is_file():  # nbgrader rejected the notebook (its nbgrader metadata, say)
+        errors = [line.strip() for line in log.splitlines() if "Error" in line and "Traceback" not in line]
+        sub.problem = "nbgrader could not grade it: " + (" | ".join(errors[-2:]) or "see nbgrader's log")
+        return
+    if feedback is not None:
+        (feedback / sub.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(graded, feedback / f"{sub.name}.ipynb")
+    nb = nbformat.read(graded, as_version=4)
+    summary = nb.metadata.get("ondevice_grade", {})
+    sub.results, sub.manual, sub.notes = results_of(nb, _scores(course, sub.lab, student))
+    sub.seconds = summary.get("seconds", 0.0)
+    sub.flags = list(summary.get("flags", [])) + list(summary.get("denied", []))
+    if summary.get("error"):
+        sub.notes.append(f"the grading run failed: {summary['error']}")
+        sub.machinery_failed = True
+
+
+def grade(paths, *, reference: Path = DEFAULT_REFERENCE, timeout: float = 600, jobs: int = 1,
+          feedback: Path | None = None) -> tuple[list[Submission], list[str]]:
+    """Grade the notebooks named by ``paths`` (see the module docstring); return the submissions
+    and the files that changed during grading (none, unless a sandbox was escaped).
+    ``feedback``: a folder that receives each autograded notebook (outputs of the grading run,
+    nbgrader's metadata), as ``<submission name>.ipynb``.
+
+    Raises :class:`UsageError` for bad paths before anything runs."""
     if not timeout > 0:
         raise UsageError(f"the time limit must be positive, got {timeout!r}")
-    if jobs < 1:
-        raise UsageError(f"jobs must be at least 1, got {jobs!r}")
-    if reference is not None and not Path(reference).is_dir():
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"jobs must be an int of at least 1, got {jobs!r}")
+    if not Path(reference).is_dir():
         raise UsageError(f"reference folder not found: {reference}")
-    names = submission_names(notebooks)
-    env = kernel_env(jobs)
+    subs, texts, references = load(paths, Path(reference))
+    watched = [s.path for s in subs] + [Path(reference)] + [Path(__import__(p).__file__).resolve().parent
+                                                          for p in ("ondevice", "kernels")]
+    before = {p: digest(p) for p in watched}
+    graded = [s for s in subs if not s.problem]
+    if graded:
+        with tempfile.TemporaryDirectory(prefix="ondevice-grade-") as tmp:
+            _grade_in(Path(tmp), graded, texts, references, timeout, jobs, Path(reference), feedback)
+    changed = [str(p) for p in watched if digest(p) != before[p]]
+    return subs, changed
 
-    async def run_all() -> list[Submission]:
-        slots = asyncio.Semaphore(jobs)
 
-        async def one(path: Path) -> Submission:
-            async with slots:
-                return await _grade_one(path, names[path], timeout=timeout,
-                                        reference=None if reference is None else Path(reference),
-                                        kernel=kernel, env=env)
+def _grade_in(tmp: Path, graded: list[Submission], texts, references, timeout: float, jobs: int,
+              reference: Path, feedback: Path | None) -> None:
+    from .grade_run import snapshot_library
 
-        return list(await asyncio.gather(*(one(p) for p in notebooks)))
-
-    return asyncio.run(run_all())
+    jobs = min(jobs, len(graded))
+    library = snapshot_library(tmp / "library")
+    (tmp / "sandboxes").mkdir()
+    protected = sorted({str(s.path.parent) for s in graded}) + [str(reference.resolve()), str(tmp)]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    options = dict(timeout=timeout, library=str(library), protected=protected,
+                   sandbox_root=str(tmp / "sandboxes"), threads=threads)
+    courses = make_courses(tmp, {lab: references[lab] for lab in {s.lab for s in graded}}, jobs, options)
+    where = {}
+    for number, sub in enumerate(graded):
+        course, student = courses[number % jobs], f"s{number:04d}"
+        folder = course / "submitted" / student / sub.lab
+        folder.mkdir(parents=True)
+        (folder / f"{sub.lab}.ipynb").write_text(texts[sub.path], encoding="utf-8")
+        where[id(sub)] = (course, student)
+    logs = dict(zip(courses, autograde(courses)))
+    for sub in graded:
+        course, student = where[id(sub)]
+        collect(sub, course, student, logs[course], feedback)
 
 
 # ---------------------------------------------------------------------------------------------
-# Reports
-
-
-def table(submissions: list[Submission]) -> str:
-    """One table per lab: a row per submission, a column per exercise; then the details."""
-    lines: list[str] = []
-    labs: dict[str, list[Submission]] = {}
-    for sub in submissions:
-        labs.setdefault(sub.lab, []).append(sub)
-    for lab, subs in labs.items():
-        columns: dict[str, str] = {}
-        for sub in subs:
-            for r in sub.results:
-                columns.setdefault(r.exercise, r.title)
-        width = max([len("submission")] + [len(s.name) for s in subs])
-        cells = {ex: max(len(ex), *(len(r.status) for s in subs for r in s.results if r.exercise == ex))
-                 for ex in columns}
-        if lines:
-            lines.append("")
-        lines.append(f"{lab}: {len(subs)} submission{'s' if len(subs) != 1 else ''}, "
-                     f"{len(columns)} exercises")
-        for ex, title in columns.items():
-            lines.append(f"  exercise {ex}: {title}")
-        lines.append("  " + "  ".join([f"{'submission':{width}s}"] + [f"{ex:{cells[ex]}s}" for ex in columns]
-                                      + ["passed", "  time"]))
-        for sub in subs:
-            status = {r.exercise: r.status for r in sub.results}
-            lines.append("  " + "  ".join(
-                [f"{sub.name:{width}s}"] + [f"{status.get(ex, ''):{cells[ex]}s}" for ex in columns]
-                + [f"{sub.passed:>3d}/{len(sub.results):<2d}", f"{sub.seconds:5.0f} s"]))
-    details = []
-    for sub in submissions:
-        for note in sub.notes:
-            details.append(f"{sub.name}: note: {note}")
-        todo = [r.exercise for r in sub.results if r.status == TODO]
-        if todo:
-            details.append(f"{sub.name}, exercise{'s' if len(todo) > 1 else ''} {', '.join(todo)}: "
-                           f"{TODO} (the stub still raises NotImplementedError)")
-        for r in sub.results:
-            if r.status not in (PASS, TODO):
-                details.append(f"{sub.name}, exercise {r.exercise} ({r.title}): {r.status}"
-                               + (f": {r.detail}" if r.detail else ""))
-    if details:
-        lines += ["", "Details:"] + ["  " + d for d in details]
-    return "\n".join(lines)
-
-
-CSV_FIELDS = ("submission", "lab", "exercise", "title", "status", "detail", "path")
-
-
-def write_csv(submissions: list[Submission], path: Path) -> None:
-    """One row per (submission, exercise); see :data:`CSV_FIELDS`."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_FIELDS)
-        for sub in submissions:
-            for r in sub.results:
-                writer.writerow([sub.name, sub.lab, r.exercise, r.title, r.status, r.detail, str(sub.path)])
+# Command line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ondevice.grade",
-        description="Run lab notebooks in fresh kernels and report each exercise's check "
-                    "(pass, FAIL, todo, error, timeout, crashed, not run, missing).",
-        epilog="Exit status: 0 all graded (failures are results), 1 an exercise did not pass "
-               "(--strict only), 2 bad arguments, 3 a kernel could not start.")
+        description="Grade lab notebooks with nbgrader's autograder, each in a sandbox, and report "
+                    f"each exercise ({', '.join(STATUSES)}) and nbgrader's points.",
+        epilog="Exit status: 0 graded (failures are results), 1 an exercise did not pass, a notebook "
+               "was not graded or something was flagged (--strict only), 2 bad arguments, 3 the "
+               "grading machinery failed or a file changed during grading.")
     parser.add_argument("paths", nargs="+", metavar="NOTEBOOK_OR_FOLDER",
                         help="submissions: .ipynb files, or folders searched for them")
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, metavar="FOLDER",
+                        help=f"the solved labs (default: {DEFAULT_REFERENCE})")
     parser.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
                         help="time limit per notebook, all cells together (default 600)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
-                        help="notebooks run at once (default: half the CPUs)")
+                        help="notebooks graded at once (default: half the CPUs)")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the results as CSV")
-    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, metavar="FOLDER",
-                        help="solved notebooks that fix the exercises and the locked cells "
-                             f"(default: {DEFAULT_REFERENCE})")
-    parser.add_argument("--no-reference", action="store_true",
-                        help="grade the notebooks as submitted (their own check cells)")
-    parser.add_argument("--kernel", default=THIS_PYTHON, metavar="NAME",
-                        help="kernel spec to run (default: this Python)")
+    parser.add_argument("--feedback", type=Path, metavar="FOLDER",
+                        help="also write each autograded notebook there (the students' feedback)")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when any exercise did not pass")
+                        help="exit 1 when anything did not pass, was not graded or was flagged")
     args = parser.parse_args(argv)
-    reference = None if args.no_reference else args.reference
-    if reference is not None and reference == DEFAULT_REFERENCE and not reference.is_dir():
-        reference = None  # installed without the repository's labs: nothing to compare with
     try:
-        submissions = grade(args.paths, timeout=args.timeout, jobs=args.jobs, reference=reference,
-                            kernel=args.kernel)
+        start = time.monotonic()
+        subs, changed = grade(args.paths, reference=args.reference, timeout=args.timeout, jobs=args.jobs,
+                              feedback=args.feedback)
     except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    print(table(submissions))
+    print(table(subs))
+    if changed:
+        print("\nWARNING: files changed while the submissions ran (a sandbox was escaped?): "
+              + ", ".join(changed))
+    print(f"\ngraded {sum(not s.problem for s in subs)} of {len(subs)} notebooks in "
+          f"{time.monotonic() - start:.0f} s")
     if args.csv is not None:
-        write_csv(submissions, args.csv)
-        print(f"\nwrote {args.csv}")
-    if any(s.kernel_failed for s in submissions):
+        write_csv(subs, args.csv)
+        print(f"wrote {args.csv}")
+    if changed or any(s.machinery_failed for s in subs):
         return 3
-    if args.strict and any(r.status != PASS for s in submissions for r in s.results):
-        return 1
-    return 0
+    bad = any(s.problem or s.flags or any(r.status != "pass" for r in s.results) for s in subs)
+    return 1 if args.strict and bad else 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["CSV_FIELDS", "DEFAULT_REFERENCE", "Result", "STATUSES", "Submission", "UsageError", "grade",
+           "main", "table", "write_csv"]

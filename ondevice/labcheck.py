@@ -14,13 +14,15 @@ passes through unchanged: the grader reports that exercise as not done yet.
         for case in cases:
             check.equal(case.name, expected=measured(case), actual=linear_bytes(*case.args))
 
-:func:`run_kernel` launches a Triton kernel written in a lab and turns an unfilled kernel stub
+:func:`compare_prediction` prints a student's prediction beside the measured value ("predict,
+then see"; never graded). :func:`run_kernel` launches a Triton kernel written in a lab and turns an unfilled kernel stub
 into a :class:`NotImplementedError`, which Triton would otherwise wrap in its own errors.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -164,6 +166,32 @@ class Checks:
         return self._record(case, right, detail or ("yes" if right else "no"), detail or "not true")
 
 
+def compare_prediction(what: str, predicted: Any, measured: float, unit: str = "") -> str:
+    """Print (and return) a student's prediction beside the measured value and how far it was.
+
+    "Predict, then see": a lab opens an exercise with a prediction cell (``prediction_1 = None``
+    for the student to replace) and its check cell calls this before checking the code. It never
+    fails: a missing or non-numeric prediction is said as such; a prediction is not graded.
+    """
+    unit = f" {unit}" if unit else ""
+    seen = f"measured: {show(measured)}{unit}"
+    if predicted is None:
+        line = f"Prediction for {what}: none typed (replace None in the prediction cell); {seen}."
+    elif isinstance(predicted, bool) or not isinstance(predicted, numbers.Real):
+        line = f"Prediction for {what}: {show(predicted)} is not a number; {seen}."
+    else:
+        off = predicted - measured
+        if off == 0:
+            how = "exactly right"
+        elif measured == 0:
+            how = f"off by {show(off)}{unit}"
+        else:
+            how = f"off by {show(off)}{unit}, {off / abs(measured):+.0%} of the measured value"
+        line = f"Prediction for {what}: {show(predicted)}{unit}; {seen}; {how}."
+    print(line)
+    return line
+
+
 def run_kernel(kernel, grid, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)``; a stub kernel's ``raise NotImplementedError(...)``
     comes out as that NotImplementedError.
@@ -185,4 +213,4 @@ def run_kernel(kernel, grid, *args, **kwargs) -> None:
         raise
 
 
-__all__ = ["Checks", "run_kernel", "show"]
+__all__ = ["Checks", "compare_prediction", "run_kernel", "show"]
