@@ -2,7 +2,7 @@
 # Both set everything up first (a .venv, the pinned packages, the vendored JavaScript).
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: setup vendor browser book test lab strip clean
+.PHONY: setup vendor browser book test lab labs strip clean
 
 PYTHON ?= python3
 VENV := .venv
@@ -49,6 +49,11 @@ test: book browser
 
 lab: $(INSTALLED)
 	$(BIN)/jupyter lab $(ROOT_FLAG) --notebook-dir=.
+
+# The student labs (labs/*.ipynb) from their solved twins in labs/solutions/, by nbgrader's
+# generate_assignment (labs/generate.py; tests/test_labs.py fails until they agree).
+labs: $(INSTALLED)
+	$(BIN)/python labs/generate.py
 
 # Remove outputs from notebooks before committing (keeps the small outputs nbval compares).
 strip: $(INSTALLED)
