@@ -45,8 +45,8 @@ def checks(nb):
             if c.cell_type == "code" and meta(c).get("grade")]
 
 
-def test_at_least_six_labs_each_with_a_solved_twin():
-    assert len(SOLUTIONS) >= 6
+def test_seven_labs_each_with_a_solved_twin():
+    assert len(SOLUTIONS) >= 7
     assert sorted(p.name for p in LABS.glob("*.ipynb")) == [p.name for p in SOLUTIONS]
     assert all(re.fullmatch(r"lab\d_[a-z0-9_]+\.ipynb", p.name) for p in SOLUTIONS)
 
