@@ -11,7 +11,8 @@ touch a path       under a protected folder (the course, the references, the oth
                    library) unless it is inside this kernel's own sandbox; nor any notebook
                    (``*.ipynb``) anywhere: open, list, rename, remove, link, chmod, ...
 start a process    ``subprocess``, ``os.system``, ``os.exec*``, ``os.spawn*``, ``os.fork``,
-                   ``pty.spawn`` (a child would not carry the hook)
+                   ``pty.spawn`` (a child would not carry the hook); on a machine with a GPU,
+                   except Triton's toolchain (:func:`toolchain`), which compiles kernels
 load native code   ``ctypes`` (a C call would not be audited)
 reach the network  any socket address other than this machine's loopback
 trace or dig       ``sys.settrace``, ``sys.setprofile``, ``gc.get_objects``,
@@ -84,15 +85,49 @@ def _writes(event: str, args) -> bool:
     return isinstance(flags, int) and bool(flags & changing)
 
 
-class Guard:
-    """The audit hook: ``protected`` folders, this kernel's ``sandbox``, the ``log`` to append to."""
+def _program(args) -> str | None:
+    """The program a ``subprocess.Popen`` event starts, as a real path (None if not found)."""
+    executable, argv = (list(args) + [None, None])[:2]
+    name = executable or (argv if isinstance(argv, (str, bytes)) else (argv[0] if argv else None))
+    if name is None:
+        return None
+    import shutil
 
-    def __init__(self, protected, sandbox: str, log: str):
+    found = shutil.which(os.fsdecode(os.fspath(name)))
+    return os.path.realpath(found) if found else None
+
+
+def toolchain() -> list[str]:
+    """What Triton runs to compile a kernel on a GPU: the binaries in its package (``ptxas``),
+    the C compiler of its launchers and ``ldconfig``. Allowed only where a GPU is present, since
+    a kernel written in a lab is compiled inside the grading kernel there."""
+    import shutil
+
+    out = []
+    try:
+        import triton
+
+        out.append(os.path.dirname(os.path.realpath(triton.__file__)))
+    except ImportError:
+        pass
+    for name in (os.environ.get("CC"), "cc", "gcc", "ldconfig", "/sbin/ldconfig"):
+        found = shutil.which(name) if name else None
+        if found:
+            out.append(os.path.realpath(found))
+    return out
+
+
+class Guard:
+    """The audit hook: ``protected`` folders, this kernel's ``sandbox``, the ``log`` to append to;
+    ``programs``: files and folders whose programs may be started (none by default)."""
+
+    def __init__(self, protected, sandbox: str, log: str, programs=()):
         self.sandbox = os.path.realpath(sandbox)
         self.protected = [os.path.realpath(p) for p in protected]
         self.log_path = os.path.realpath(log)
         self.log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.pid = os.getpid()
+        self.programs = [os.path.realpath(p) for p in programs]
 
     def _inside(self, path: str, folder: str) -> bool:
         return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
@@ -120,6 +155,10 @@ class Guard:
             return None
         if event in ("os.kill", "os.killpg"):
             return None if args and args[0] in (self.pid, 0) else f"{event} of process {args[0] if args else '?'}"
+        if event == "subprocess.Popen" and self.programs:
+            program = _program(args)
+            if program and any(self._inside(program, allowed) for allowed in self.programs):
+                return None
         if event in PROCESS_EVENTS:
             return f"{event}: starting processes"
         if event in NATIVE_EVENTS:
@@ -157,7 +196,9 @@ def install(protected, sandbox: str, log: str, preload=PRELOAD) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    sys.addaudithook(Guard(protected, sandbox, log))
+    torch = sys.modules.get("torch")
+    gpu = torch is not None and torch.cuda.is_available()
+    sys.addaudithook(Guard(protected, sandbox, log, toolchain() if gpu else ()))
 
 
 __all__ = ["Guard", "install"]

@@ -11,12 +11,13 @@ time limit, one whose kernel dies, and one whose nbgrader metadata is broken.
 from __future__ import annotations
 
 import csv
+import os
 
 import nbformat
 import pytest
 
 from ondevice import grade
-from ondevice.grade_guard import Guard
+from ondevice.grade_guard import Guard, toolchain
 from ondevice.grade_report import ERROR, FAIL, PASS, TODO
 from ondevice.grade_run import CRASHED, NOT_RUN, TIMEOUT
 from ondevice.grade_scan import definitions, trusted_bindings
@@ -260,3 +261,16 @@ def test_the_guard_refuses_protected_paths_notebooks_processes_and_native_code(t
     assert "the network" in guard.why("socket.connect", (None, ("example.org", 80)))
     assert guard.why("socket.connect", (None, ("127.0.0.1", 80))) is None
     assert guard.why("os.kill", (guard.pid, 2)) is None and guard.why("os.kill", (1, 9))
+
+
+def test_with_a_gpu_the_guard_lets_only_tritons_toolchain_start(tmp_path):
+    box = tmp_path / "sandbox"
+    box.mkdir()
+    programs = toolchain()
+    assert any(p.endswith("triton") for p in programs)
+    guard = Guard([tmp_path], str(box), str(box / "guard.log"), programs)
+    compiler = next((p for p in programs if os.path.basename(p).startswith(("gcc", "cc", "x86_64"))), None)
+    if compiler is not None:
+        assert guard.why("subprocess.Popen", (None, [compiler, "-O3"], None, None)) is None
+    assert "starting processes" in guard.why("subprocess.Popen", (None, ["sh", "-c", "ls"], None, None))
+    assert "starting processes" in guard.why("os.system", (b"ls",))
