@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = ROOT / "labs" / "solutions"
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A bad argument: a missing path, a file that is not a notebook, an empty folder."""
 
 
