@@ -26,26 +26,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import activations
 from .activations import STEP, Surrogate
 from .activations_triton import code
-from .bits import packed_words
+from .bits import BITS, packed_words
 from .checks import check_channel_vector, check_input, check_surrogate
 from .norm_act_backward import norm_act_backward
-from .runtime import choose_backend
+from .runtime import choose_backend, launch
+from .tiling import NUM_WARPS, ROWS, SEGS, aligned, channel_vectors, check_size, row_grid, sm_count
 
 try:
     import triton
     import triton.language as tl
 
     from .activations_triton import act_forward, act_mask
-    from .bits import pack_rows
+    from .bits import store_segments
+    from .tiling import tile_at, tile_rows
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
 
-WORDS_PER_PROGRAM = 128  # 4096 elements per program of the forward kernel
+_IDENTITY: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # mean 0, rstd 1
 
 
 def affine_act_forward_reference(x, scale, shift, activation: str, surrogate: Surrogate | None,
@@ -69,21 +72,60 @@ if triton is not None:
         z = (v * a + b).to(OUT_DTYPE).to(tl.float32)
         return act_forward(z, ACT).to(OUT_DTYPE), act_mask(z, threshold, ACT)
 
-    @triton.jit
-    def _affine_act_fwd_kernel(x_ptr, a_ptr, b_ptr, y_ptr, words_ptr, numel, C, HW, threshold,
-                               ACT: tl.constexpr, WRITE_MASK: tl.constexpr, WORDS: tl.constexpr):
-        # A program owns WORDS whole mask words: a (WORDS, 32) tile of elements, one row per word.
-        word = tl.program_id(0).to(tl.int64) * WORDS + tl.arange(0, WORDS)
-        idx = word[:, None] * 32 + tl.arange(0, 32)[None, :]
-        inside = idx < numel
-        chan = ((idx // HW) % C).to(tl.int32)
-        v = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
-        a = tl.load(a_ptr + chan, mask=inside, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + chan, mask=inside, other=0.0).to(tl.float32)
-        y, m = affine_act_tile(v, a, b, threshold, ACT, y_ptr.dtype.element_ty)
-        tl.store(y_ptr + idx, y, mask=inside)
-        if WRITE_MASK:
-            tl.store(words_ptr + word, pack_rows(m & inside), mask=word * 32 < numel)
+    @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters"])
+    def _norm_act_fwd_kernel(x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, y_ptr, words_ptr, n_rows, C, Cg, HW,
+                             iters, threshold, ACT: tl.constexpr, WRITE_MASK: tl.constexpr,
+                             ROWS: tl.constexpr, SEGS: tl.constexpr):
+        # Program (i, j): rows i*ROWS.. (row r is sample r // C, channel r % C, statistics of slab
+        # r // Cg), tiles j*iters.. along them. Normalise, scale, shift, activate; write y and the mask.
+        rows, _ = tile_rows(ROWS)
+        live = rows < n_rows
+        chan = rows % C
+        slab = rows // Cg
+        mean = tl.load(mean_ptr + slab, mask=live, other=0.0)
+        rstd = tl.load(rstd_ptr + slab, mask=live, other=0.0)
+        gam = tl.load(w_ptr + chan, mask=live, other=0.0)
+        bet = tl.load(b_ptr + chan, mask=live, other=0.0)
+        for i in range(0, iters):
+            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
+            x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
+            y, m = affine_act_tile(x_hat, gam, bet, threshold, ACT, y_ptr.dtype.element_ty)
+            tl.store(y_ptr + idx, y, mask=inside)
+            if WRITE_MASK:
+                store_segments(words_ptr, m & inside, rows * HW + seg_col, live & (seg_col < HW), HW)
+
+
+def norm_act_forward(x, mean, rstd, slab_rows: int, weight, bias, activation: str, surrogate: Surrogate | None,
+                     write_mask: bool):
+    """``(y, words)`` of ``y = f(weight_c * (x - mean) * rstd + bias_c)``, one Triton launch over the
+    tiles of :mod:`kernels.tiling`: row ``r`` (sample ``r // C``, channel ``r % C``) is normalised
+    with ``mean[r // slab_rows]``, ``rstd[r // slab_rows]`` (float32). GroupNorm passes its
+    per-(sample, group) statistics with ``slab_rows = C / G``; :func:`affine_act_forward` one slab
+    with mean 0 and rstd 1. ``weight`` / ``bias``: per-channel vectors, None for 1 / 0 (any dtype
+    and strides: they are read as contiguous float32). ``words``: the packed mask, or None."""
+    check_size(x)
+    N, C = x.shape[:2]
+    hw = x[0, 0].numel()
+    x = aligned(x)
+    w, b = channel_vectors(weight, bias, C, x.device)
+    y = torch.empty_like(x)
+    words = None
+    if write_mask:  # words shared by two rows are OR-ed in: they must start at zero
+        words = (torch.empty if hw % BITS == 0 else torch.zeros)(packed_words(x.numel()), dtype=torch.int32,
+                                                                 device=x.device)
+    plan = row_grid(N * C, hw, sm_count(x.device))
+    threshold = (STEP if surrogate is None else surrogate).threshold
+    launch(_norm_act_fwd_kernel, plan.grid, x, mean, rstd, w, b, y, y if words is None else words, N * C, C,
+           slab_rows, hw, plan.iters, float(threshold), ACT=code(activation), WRITE_MASK=write_mask, ROWS=ROWS,
+           SEGS=SEGS, num_warps=NUM_WARPS)
+    return y, words
+
+
+def _identity_stats(device) -> tuple[torch.Tensor, torch.Tensor]:
+    if device not in _IDENTITY:
+        _IDENTITY[device] = (torch.zeros(1, device=device), torch.ones(1, device=device))
+    return _IDENTITY[device]
 
 
 def affine_act_forward(x, scale, shift, activation: str, surrogate: Surrogate | None,
@@ -92,14 +134,8 @@ def affine_act_forward(x, scale, shift, activation: str, surrogate: Surrogate | 
     ``words`` is the packed mask (None unless ``write_mask``). Arguments are not checked here."""
     if backend == "torch":
         return affine_act_forward_reference(x, scale, shift, activation, surrogate, write_mask)
-    N, C, H, W = x.shape
-    y = torch.empty_like(x)
-    words = torch.empty(packed_words(x.numel()), dtype=torch.int32, device=x.device) if write_mask else None
-    threshold = (STEP if surrogate is None else surrogate).threshold
-    _affine_act_fwd_kernel[(triton.cdiv(packed_words(x.numel()), WORDS_PER_PROGRAM),)](
-        x, scale, shift, y, y if words is None else words, x.numel(), C, H * W, float(threshold),
-        ACT=code(activation), WRITE_MASK=write_mask, WORDS=WORDS_PER_PROGRAM, num_warps=8)
-    return y, words
+    zero, one = _identity_stats(x.device)
+    return norm_act_forward(x, zero, one, x.shape[0] * x.shape[1], scale, shift, activation, surrogate, write_mask)
 
 
 @dataclass(frozen=True)
@@ -133,6 +169,7 @@ class _AffineAct(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         words, scale = ctx.saved_tensors
         spec = ctx.spec

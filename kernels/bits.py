@@ -14,7 +14,9 @@ sign bit: a word with bit 31 set is negative, which is only a matter of how it p
 - :func:`pack_bits_reference` / :func:`unpack_bits_reference`: the plain-torch twins;
 - :func:`packed_words`: ``ceil(numel / 32)``, the number of words a mask of ``numel`` takes;
 - ``pack_rows`` / ``bit_at``: the Triton device functions that pack a (words, 32) tile and read
-  one bit, shared with the fused kernels (:mod:`kernels.group_norm_act`, :mod:`kernels.affine_act`).
+  one bit; ``store_segments``: packs the row segments of the fused kernels' tiles
+  (:mod:`kernels.tiling`) into words, whether or not rows start on a word boundary
+  (:mod:`kernels.affine_act`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import numpy
 import torch
 
-from .runtime import choose_backend
+from .runtime import choose_backend, launch
 
 try:
     import triton
@@ -130,12 +132,29 @@ if triton is not None:
         return tl.sum(bits.to(tl.int32) << shift[None, :], axis=1)
 
     @triton.jit
+    def store_segments(words_ptr, bits, seg_first, seg_inside, HW):
+        """Device function: pack a (ROWS, SEGS, 32) tile of 0/1 values, one 32-element segment of a
+        row per (row, segment), into the tensor's words. ``seg_first`` (ROWS, SEGS, 1) is the index
+        of each segment's first element. When rows start on a word boundary (``HW % 32 == 0``) every
+        segment is one whole word, written with a plain store. Otherwise a segment straddles two
+        words that it shares with its neighbours: its bits are OR-ed into both with atomics, into a
+        buffer that starts at zero (OR does not depend on the order: deterministic)."""
+        packed = tl.sum(bits.to(tl.int32) << tl.arange(0, 32)[None, None, :], axis=2, keep_dims=True)
+        if HW % 32 == 0:
+            tl.store(words_ptr + (seg_first >> 5), packed, mask=seg_inside)
+        else:
+            off = seg_first & 31
+            tl.atomic_or(words_ptr + (seg_first >> 5), packed << off, mask=seg_inside)
+            high = (packed >> (32 - tl.maximum(off, 1))) & ((1 << off) - 1)  # the top off bits, unsigned
+            tl.atomic_or(words_ptr + (seg_first >> 5) + 1, high, mask=seg_inside & (off > 0))
+
+    @triton.jit
     def bit_at(words_ptr, index, inside):
         """Device function: bit ``index % 32`` of word ``index // 32``, as 0/1 int32 (0 outside)."""
         w = tl.load(words_ptr + (index >> 5), mask=inside, other=0)
         return (w >> (index & 31).to(tl.int32)) & 1
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_elements", "n_words"])
     def _pack_kernel(mask_ptr, words_ptr, n_elements, n_words, WORDS: tl.constexpr):
         # A program packs WORDS words: a (WORDS, 32) tile of the mask, one row per word.
         word = tl.program_id(0) * WORDS + tl.arange(0, WORDS)
@@ -144,7 +163,7 @@ if triton is not None:
         m = tl.load(mask_ptr + index, mask=index < n_elements, other=0)
         tl.store(words_ptr + word, pack_rows(m), mask=word < n_words)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_elements"])
     def _unpack_kernel(words_ptr, mask_ptr, n_elements, BLOCK: tl.constexpr):
         # A program unpacks BLOCK elements, each reading its own word (cached: 32 neighbours
         # share it).
@@ -174,8 +193,8 @@ def pack_bits(mask: torch.Tensor, *, words_per_program: int = 128, backend: str 
     n = flat.numel()
     words = torch.empty(packed_words(n), dtype=torch.int32, device=mask.device)
     if n:
-        _pack_kernel[(triton.cdiv(words.numel(), words_per_program),)](
-            flat, words, n, words.numel(), WORDS=words_per_program)
+        launch(_pack_kernel, (triton.cdiv(words.numel(), words_per_program),), flat, words, n, words.numel(),
+               WORDS=words_per_program, num_warps=4)
     return words
 
 
@@ -188,7 +207,7 @@ def unpack_bits(words: torch.Tensor, numel: int, *, block: int = 4096, backend: 
         return unpack_bits_reference(words, numel)
     out = torch.empty(numel, dtype=torch.int8, device=words.device)
     if numel:
-        _unpack_kernel[(triton.cdiv(numel, block),)](words.contiguous(), out, numel, BLOCK=block)
+        launch(_unpack_kernel, (triton.cdiv(numel, block),), words.contiguous(), out, numel, BLOCK=block, num_warps=4)
     return out.view(torch.bool)
 
 

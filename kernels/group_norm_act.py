@@ -41,28 +41,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import activations
 from .activations import STEP, Surrogate
-from .activations_triton import code
-from .bits import BITS, packed_words
+from .affine_act import norm_act_forward
 from .checks import (check_channel_vector, check_eps, check_groups, check_input, check_mode,
                      check_surrogate)
-from .norm_act_backward import next_pow2, norm_act_backward
+from .group_stats import group_stats
+from .norm_act_backward import norm_act_backward
 from .runtime import choose_backend
-
-try:
-    import triton
-    import triton.language as tl
-
-    from .affine_act import affine_act_tile
-    from .bits import pack_rows
-    from .norm_act_backward import load_affine
-except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
-    triton = None
-
-MAX_BLOCK = 4096  # elements per tile of the forward kernel
+from .tiling import check_size
 
 
 def group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask):
@@ -83,85 +73,18 @@ def group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activatio
     return activations.forward(z, activation, inplace=True), words, mean, rstd
 
 
-if triton is not None:
-
-    @triton.jit
-    def _gn_act_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, words_ptr, mean_ptr, rstd_ptr, HW, G, Cg, eps,
-                           threshold, ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                           WRITE_MASK: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
-                           WORDS: tl.constexpr):
-        # One program per (sample n, group g): the slab x[n, g*Cg:(g+1)*Cg], M = Cg*HW elements.
-        pid = tl.program_id(0)
-        g = pid % G
-        M = Cg * HW
-        start = pid.to(tl.int64) * M
-        # Sweep 1, statistics: Welford's update in each of BLOCK lanes ...
-        lane = tl.arange(0, BLOCK)
-        count = tl.zeros([BLOCK], dtype=tl.float32)
-        mu = tl.zeros([BLOCK], dtype=tl.float32)
-        m2 = tl.zeros([BLOCK], dtype=tl.float32)
-        for off in range(0, M, BLOCK):
-            inside = off + lane < M
-            v = tl.load(x_ptr + start + off + lane, mask=inside, other=0.0).to(tl.float32)
-            count_new = count + inside.to(tl.float32)
-            delta = v - mu
-            mu = tl.where(inside, mu + delta / tl.maximum(count_new, 1.0), mu)
-            m2 = tl.where(inside, m2 + delta * (v - mu), m2)
-            count = count_new
-        # ... then the lanes merged (Chan et al.): M2 = sum(m2_l) + sum(n_l (mu_l - mu)^2). The mean
-        # is summed relative to lane 0's (never empty), so large offsets cancel before the sum.
-        ref = tl.sum(tl.where(lane == 0, mu, 0.0), axis=0)
-        mean = ref + tl.sum(count * (mu - ref), axis=0) / M
-        var = (tl.sum(m2, axis=0) + tl.sum(count * (mu - mean) * (mu - mean), axis=0)) / M
-        rstd = 1.0 / tl.sqrt(var + eps)
-        tl.store(mean_ptr + pid, mean)
-        tl.store(rstd_ptr + pid, rstd)
-        # Sweep 2: normalise, scale and shift, activate; whole words, aligned to the word grid.
-        end = start + M
-        bit = tl.arange(0, 32)
-        for w0 in range(start // 32, (end + 31) // 32, WORDS):
-            word = w0 + tl.arange(0, WORDS)
-            idx = word[:, None] * 32 + bit[None, :]
-            inside = (idx >= start) & (idx < end)
-            chan = g * Cg + ((idx - start) // HW).to(tl.int32)
-            x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
-            gam, bet = load_affine(w_ptr, b_ptr, chan, inside, HAS_W, HAS_B)
-            y, m = affine_act_tile(x_hat, gam, bet, threshold, ACT, y_ptr.dtype.element_ty)
-            tl.store(y_ptr + idx, y, mask=inside)
-            if WRITE_MASK:
-                packed = pack_rows(m & inside)
-                first = word * 32
-                if ALIGNED:  # M % 32 == 0: every word of the slab is the slab's alone
-                    tl.store(words_ptr + word, packed, mask=first < end)
-                else:
-                    own = (first >= start) & (first + 32 <= end)
-                    overlap = (first < end) & (first + 32 > start)
-                    tl.store(words_ptr + word, packed, mask=own)
-                    tl.atomic_or(words_ptr + word, packed, mask=overlap & ~own)  # shared with a neighbour
-
-
 def group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surrogate, write_mask, backend):
-    """``(y, words, mean, rstd)`` from one kernel: ``y`` like ``x``; ``words`` the packed mask
-    (int32, ``ceil(numel / 32)``; None unless ``write_mask``); ``mean``, ``rstd`` float32 (N, G).
+    """``(y, words, mean, rstd)``: ``y`` like ``x``; ``words`` the packed mask (int32,
+    ``ceil(numel / 32)``; None unless ``write_mask``); ``mean``, ``rstd`` float32 (N, G). Triton:
+    the statistics in two launches (:func:`kernels.group_stats.group_stats`), then one launch that
+    normalises, activates and packs the mask (:func:`kernels.affine_act.norm_act_forward`).
     Arguments are not checked here (:func:`group_norm_act` does)."""
     if backend == "torch":
         return group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask)
-    N, C, H, W = x.shape
-    M = C // num_groups * H * W
-    y = torch.empty_like(x)
-    mean = torch.empty(N, num_groups, dtype=torch.float32, device=x.device)
-    rstd = torch.empty_like(mean)
-    aligned = M % BITS == 0
-    words = None
-    if write_mask:  # shared boundary words are OR-ed in: they must start at zero
-        words = (torch.empty if aligned else torch.zeros)(packed_words(x.numel()), dtype=torch.int32, device=x.device)
-    block = max(BITS, min(MAX_BLOCK, next_pow2(M)))
-    threshold = (STEP if surrogate is None else surrogate).threshold
-    _gn_act_fwd_kernel[(N * num_groups,)](
-        x, x if weight is None else weight, x if bias is None else bias, y, y if words is None else words,
-        mean, rstd, H * W, num_groups, C // num_groups, float(eps), float(threshold),
-        ACT=code(activation), HAS_W=weight is not None, HAS_B=bias is not None, WRITE_MASK=write_mask,
-        ALIGNED=aligned, BLOCK=block, WORDS=block // BITS, num_warps=8 if block >= 2048 else 4)
+    check_size(x)
+    mean, rstd = group_stats(x, num_groups, eps)
+    y, words = norm_act_forward(x, mean, rstd, x.shape[1] // num_groups, weight, bias, activation, surrogate,
+                                write_mask)
     return y, words, mean, rstd
 
 
@@ -208,6 +131,7 @@ class _GroupNormAct(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         x, words, mean, rstd, weight, bias = ctx.saved_tensors
         spec = ctx.spec

@@ -12,11 +12,15 @@ taken from the 1-bit mask (or, for Hard-Swish in exact mode, from ``z`` recomput
 - ``detached`` (statistics treated as constants, and the frozen-statistics norm):
   ``dx = gamma * rstd * dz``.
 
-One Triton program handles one (sample, group) slab: a first sweep accumulates the two group
-means and writes per-(sample, channel) partial sums of ``dz`` and ``dz * x_hat``; an exact ``dx``
-needs a second sweep. The partials are summed over the batch in a fixed order by torch, so
-``d(gamma)`` and ``d(beta)`` are deterministic (no atomics). :func:`norm_act_backward_reference`
-is the plain-torch twin.
+The Triton kernels work on the tiles of :mod:`kernels.tiling` (rows = (sample, channel)), so a
+launch has about ``numel / 2048`` programs whatever ``N`` and ``G``. Exact mode takes three
+launches: ``_partials_kernel`` writes, per row and chunk, the partial sums ``sum dz`` and
+``sum dz * x_hat``; ``_vjp_means_kernel`` (one small program per slab) turns them into
+``mean(g)`` and ``mean(g * x_hat)``; ``_exact_dx_kernel`` writes ``dx``. Detached mode is one
+launch, ``_detached_dx_kernel``, which writes ``dx`` and the partial sums of ``dz``. ``d(gamma)``
+and ``d(beta)`` are the partials summed over the batch and the chunks by torch, in a fixed order;
+nothing is accumulated with atomics, so every result is deterministic.
+:func:`norm_act_backward_reference` is the plain-torch twin.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch
 from . import activations
 from .activations import STEP, Surrogate
 from .activations_triton import code
+from .runtime import launch
+from .tiling import COMBINE_BLOCK, NUM_WARPS, ROWS, SEGS, aligned, channel_vectors, check_size, row_grid, sm_count
 
 try:
     import triton
@@ -33,10 +39,9 @@ try:
 
     from .activations_triton import act_derivative
     from .bits import bit_at
+    from .tiling import row_sum, tile_at, tile_rows
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
-
-TILE = 4096  # elements per tile of a backward program
 
 
 def _dz_reference(dy, x, words, mean, rstd, weight, bias, activation, surrogate):
@@ -102,97 +107,88 @@ if triton is not None:
         return dz, x_hat
 
     @triton.jit
-    def load_affine(w_ptr, b_ptr, chan, inside, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
-        """gamma and beta of the channels ``chan`` in float32 (1 and 0 where the norm has none)."""
-        gam = chan.to(tl.float32) * 0.0 + 1.0
-        bet = chan.to(tl.float32) * 0.0
-        if HAS_W:
-            gam = tl.load(w_ptr + chan, mask=inside, other=0.0).to(tl.float32)
-        if HAS_B:
-            bet = tl.load(b_ptr + chan, mask=inside, other=0.0).to(tl.float32)
-        return gam, bet
-
-    @triton.jit
-    def _norm_act_bwd_kernel(dy_ptr, x_ptr, words_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr,
-                             dx_ptr, dw_ptr, db_ptr, C, HW, G, Cg, low, high,
-                             ACT: tl.constexpr, EXACT: tl.constexpr, HAS_X: tl.constexpr,
-                             HAS_STATS: tl.constexpr, TRUE_DERIVATIVE: tl.constexpr,
-                             HAS_W: tl.constexpr, HAS_B: tl.constexpr, NEED_DX: tl.constexpr,
-                             NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
-                             CBLOCK: tl.constexpr, HBLOCK: tl.constexpr):
-        # One program per (sample n, group g): a (CBLOCK channels, HBLOCK pixels) tile at a time.
-        pid = tl.program_id(0)
-        n = pid // G
-        g = pid % G
-        start = pid.to(tl.int64) * Cg * HW
+    def _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_STATS: tl.constexpr):
+        """Per row (ROWS, 1, 1): its slab's ``mean`` and ``rstd`` (0 and 1 without statistics),
+        its channel's ``gamma`` and ``beta``; and the slab index."""
+        live = rows < n_rows
+        slab = rows // Cg
+        chan = rows % C
+        mean = rows.to(tl.float32) * 0.0
+        rstd = mean + 1.0
         if HAS_STATS:
-            mean = tl.load(mean_ptr + pid)
-            rstd = tl.load(rstd_ptr + pid)
-        else:
-            mean = 0.0
-            rstd = 1.0
-        rows = tl.arange(0, CBLOCK)
-        cols = tl.arange(0, HBLOCK)
-        sum_g = tl.zeros([CBLOCK, HBLOCK], dtype=tl.float32)  # sum of gamma * dz over the group
-        sum_gx = tl.zeros([CBLOCK, HBLOCK], dtype=tl.float32)  # sum of gamma * dz * x_hat
-        for c0 in range(0, Cg, CBLOCK):
-            ch = c0 + rows
-            ch_in = ch < Cg
-            chan = g * Cg + ch
-            gam, bet = load_affine(w_ptr, b_ptr, chan, ch_in, HAS_W, HAS_B)
-            part_b = tl.zeros([CBLOCK, HBLOCK], dtype=tl.float32)
-            part_w = tl.zeros([CBLOCK, HBLOCK], dtype=tl.float32)
-            for h0 in range(0, HW, HBLOCK):
-                hw = h0 + cols
-                inside = ch_in[:, None] & (hw < HW)[None, :]
-                idx = start + ch[:, None].to(tl.int64) * HW + hw[None, :]
-                dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd, gam[:, None],
-                                     bet[:, None], low, high, ACT, HAS_X, TRUE_DERIVATIVE)
-                if NEED_DB:
-                    part_b += dz
-                if NEED_DW:
-                    part_w += dz * x_hat
-                if NEED_DX:
-                    if EXACT:
-                        sum_g += dz * gam[:, None]
-                        sum_gx += dz * gam[:, None] * x_hat
-                    else:  # detached statistics: dx = gamma * rstd * dz, in this one sweep
-                        dx = dz * gam[:, None] * rstd
-                        tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=inside)
-            if NEED_DB:
-                tl.store(db_ptr + n * C + chan, tl.sum(part_b, axis=1), mask=ch_in)
-            if NEED_DW:
-                tl.store(dw_ptr + n * C + chan, tl.sum(part_w, axis=1), mask=ch_in)
-        if NEED_DX:
-            if EXACT:  # second sweep: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat))
-                m_g = tl.sum(tl.sum(sum_g, axis=1), axis=0) / (Cg * HW)
-                m_gx = tl.sum(tl.sum(sum_gx, axis=1), axis=0) / (Cg * HW)
-                for c0 in range(0, Cg, CBLOCK):
-                    ch = c0 + rows
-                    ch_in = ch < Cg
-                    chan = g * Cg + ch
-                    gam, bet = load_affine(w_ptr, b_ptr, chan, ch_in, HAS_W, HAS_B)
-                    for h0 in range(0, HW, HBLOCK):
-                        hw = h0 + cols
-                        inside = ch_in[:, None] & (hw < HW)[None, :]
-                        idx = start + ch[:, None].to(tl.int64) * HW + hw[None, :]
-                        dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd,
-                                             gam[:, None], bet[:, None], low, high, ACT, HAS_X,
-                                             TRUE_DERIVATIVE)
-                        dx = rstd * (dz * gam[:, None] - m_g - x_hat * m_gx)
-                        tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=inside)
+            mean = tl.load(mean_ptr + slab, mask=live, other=0.0)
+            rstd = tl.load(rstd_ptr + slab, mask=live, other=0.0)
+        gam = tl.load(w_ptr + chan, mask=live, other=0.0)
+        bet = tl.load(b_ptr + chan, mask=live, other=0.0)
+        return mean, rstd, gam, bet, slab
 
+    @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters", "S"])
+    def _partials_kernel(dy_ptr, x_ptr, words_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pb_ptr, pw_ptr,
+                         n_rows, C, Cg, HW, iters, S, low, high, ACT: tl.constexpr, HAS_X: tl.constexpr,
+                         TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
+        # Program (i, j) of the tiling: per row, sum(dz) and (with x) sum(dz * x_hat) over its tiles.
+        rows, rows1 = tile_rows(ROWS)
+        mean, rstd, gam, bet, _ = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_X)
+        part_b = tl.zeros([ROWS], dtype=tl.float32)
+        part_w = tl.zeros([ROWS], dtype=tl.float32)
+        for i in range(0, iters):
+            idx, inside, _ = tile_at(rows, n_rows, HW, (tl.program_id(1) * iters + i) * (SEGS * 32), SEGS)
+            dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd, gam, bet, low, high,
+                                 ACT, HAS_X, TRUE_DERIVATIVE)
+            part_b += row_sum(dz)
+            if HAS_X:
+                part_w += row_sum(dz * x_hat)
+        out = rows1 * S + tl.program_id(1)
+        tl.store(pb_ptr + out, part_b, mask=rows1 < n_rows)
+        if HAS_X:
+            tl.store(pw_ptr + out, part_w, mask=rows1 < n_rows)
 
-def next_pow2(n: int) -> int:
-    """The smallest power of two >= ``n`` (>= 1): Triton block sizes."""
-    return 1 << max(int(n) - 1, 0).bit_length()
+    @triton.jit(do_not_specialize=["C", "Cg", "S", "M"])
+    def _vjp_means_kernel(pb_ptr, pw_ptr, w_ptr, mg_ptr, mgx_ptr, C, Cg, S, M, BLOCK: tl.constexpr):
+        # One program per slab: mean(g) and mean(g * x_hat), g = gamma * dz, from its Cg * S partials.
+        slab = tl.program_id(0)
+        P = Cg * S
+        base = slab.to(tl.int64) * P
+        acc_g = tl.zeros([BLOCK], dtype=tl.float32)
+        acc_gx = tl.zeros([BLOCK], dtype=tl.float32)
+        for p0 in range(0, P, BLOCK):
+            p = p0 + tl.arange(0, BLOCK)
+            ok = p < P
+            gam = tl.load(w_ptr + (slab * Cg + p // S) % C, mask=ok, other=0.0)
+            acc_g += gam * tl.load(pb_ptr + base + p, mask=ok, other=0.0)
+            acc_gx += gam * tl.load(pw_ptr + base + p, mask=ok, other=0.0)
+        tl.store(mg_ptr + slab, tl.sum(acc_g, axis=0) / M)
+        tl.store(mgx_ptr + slab, tl.sum(acc_gx, axis=0) / M)
 
+    @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters"])
+    def _exact_dx_kernel(dy_ptr, x_ptr, words_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, mg_ptr, mgx_ptr, dx_ptr,
+                         n_rows, C, Cg, HW, iters, low, high, ACT: tl.constexpr,
+                         TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
+        # dx = rstd * (gamma * dz - mean(g) - x_hat * mean(g * x_hat)), tile by tile.
+        rows, _ = tile_rows(ROWS)
+        mean, rstd, gam, bet, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, True)
+        m_g = tl.load(mg_ptr + slab, mask=rows < n_rows, other=0.0)
+        m_gx = tl.load(mgx_ptr + slab, mask=rows < n_rows, other=0.0)
+        for i in range(0, iters):
+            idx, inside, _ = tile_at(rows, n_rows, HW, (tl.program_id(1) * iters + i) * (SEGS * 32), SEGS)
+            dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd, gam, bet, low, high,
+                                 ACT, True, TRUE_DERIVATIVE)
+            dx = rstd * (dz * gam - m_g - x_hat * m_gx)
+            tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=inside)
 
-def tile_shape(channels_per_group: int, hw: int) -> tuple[int, int]:
-    """(CBLOCK, HBLOCK) of a backward program: whole rows of pixels first, then channels, up to
-    :data:`TILE` elements."""
-    hblock = max(16, min(next_pow2(hw), TILE))
-    return max(1, min(next_pow2(channels_per_group), TILE // hblock)), hblock
+    @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters", "S"])
+    def _detached_dx_kernel(dy_ptr, words_ptr, rstd_ptr, w_ptr, dx_ptr, pb_ptr, n_rows, C, Cg, HW, iters, S,
+                            low, high, HAS_STATS: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
+        # Statistics as constants: dx = gamma * rstd * dz in one sweep, and the partial sums of dz.
+        rows, rows1 = tile_rows(ROWS)
+        _, rstd, gam, _, _ = _row_params(rstd_ptr, rstd_ptr, w_ptr, w_ptr, rows, n_rows, C, Cg, HAS_STATS)
+        part_b = tl.zeros([ROWS], dtype=tl.float32)
+        for i in range(0, iters):
+            idx, inside, _ = tile_at(rows, n_rows, HW, (tl.program_id(1) * iters + i) * (SEGS * 32), SEGS)
+            dz, _ = _dz_tile(dy_ptr, dy_ptr, words_ptr, idx, inside, 0.0, 1.0, gam, gam, low, high, 0, False, False)
+            part_b += row_sum(dz)
+            tl.store(dx_ptr + idx, (dz * (gam * rstd)).to(dx_ptr.dtype.element_ty), mask=inside)
+        tl.store(pb_ptr + rows1 * S + tl.program_id(1), part_b, mask=rows1 < n_rows)
 
 
 def norm_act_backward(dy, *, x, words, mean, rstd, weight, bias, groups: int, activation: str,
@@ -212,28 +208,49 @@ def norm_act_backward(dy, *, x, words, mean, rstd, weight, bias, groups: int, ac
                 need_dw=need_dw, need_db=need_db)
     if backend == "torch":
         return norm_act_backward_reference(dy, **args)
-    N, C, H, W = dy.shape
-    cg = C // groups
-    dx = torch.empty_like(dy) if need_dx else None
-    part_w = torch.empty(N, C, dtype=torch.float32, device=dy.device) if need_dw else None
-    part_b = torch.empty(N, C, dtype=torch.float32, device=dy.device) if need_db else None
+    check_size(dy)
+    N, C = dy.shape[:2]
+    hw, cg = dy[0, 0].numel(), C // groups
+    dy = aligned(dy)
+    w, b = channel_vectors(weight, bias, C, dy.device)
+    plan = row_grid(N * C, hw, sm_count(dy.device))
+    true_derivative = words is None
     low, high = activations.levels(activation, STEP if surrogate is None else surrogate)
-    cblock, hblock = tile_shape(cg, H * W)
+    consts = dict(ROWS=ROWS, SEGS=SEGS, num_warps=NUM_WARPS)
+    new = (lambda: torch.empty(N * C, plan.chunks, dtype=torch.float32, device=dy.device))
     dummy = dy  # stands for the pointers a constexpr flag switches off
-    _norm_act_bwd_kernel[(N * groups,)](
-        dy, dummy if x is None else x, dummy if words is None else words,
-        dummy if mean is None else mean, dummy if rstd is None else rstd,
-        dummy if weight is None else weight, dummy if bias is None else bias,
-        dummy if dx is None else dx, dummy if part_w is None else part_w,
-        dummy if part_b is None else part_b, C, H * W, groups, cg, float(low), float(high),
-        ACT=code(activation), EXACT=exact, HAS_X=x is not None, HAS_STATS=rstd is not None,
-        TRUE_DERIVATIVE=words is None, HAS_W=weight is not None, HAS_B=bias is not None,
-        NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db, CBLOCK=cblock, HBLOCK=hblock,
-        num_warps=8 if cblock * hblock >= 2048 else 4)
-    # The batch reduction of the partials, in a fixed order: deterministic d(gamma), d(beta).
-    dw = part_w.sum(dim=0) if need_dw else None
-    db = part_b.sum(dim=0) if need_db else None
+    part_b, part_w, dx = new(), None, None
+    if exact and x is not None:  # eq. (VJP): partial sums, their means, then dx
+        x = aligned(x)
+        part_w = new()
+        launch(_partials_kernel, plan.grid, dy, x, dummy if true_derivative else words, mean, rstd, w, b, part_b,
+               part_w, N * C, C, cg, hw, plan.iters, plan.chunks, float(low), float(high),
+               ACT=code(activation) if true_derivative else 0, HAS_X=True, TRUE_DERIVATIVE=true_derivative, **consts)
+        if need_dx:
+            m_g = torch.empty(N * groups, dtype=torch.float32, device=dy.device)
+            m_gx = torch.empty_like(m_g)
+            launch(_vjp_means_kernel, (N * groups,), part_b, part_w, w, m_g, m_gx, C, cg, plan.chunks,
+                   float(cg * hw), BLOCK=COMBINE_BLOCK, num_warps=NUM_WARPS)
+            dx = torch.empty_like(dy)
+            launch(_exact_dx_kernel, plan.grid, dy, x, dummy if true_derivative else words, mean, rstd, w, b, m_g,
+                   m_gx, dx, N * C, C, cg, hw, plan.iters, float(low), float(high),
+                   ACT=code(activation) if true_derivative else 0, TRUE_DERIVATIVE=true_derivative, **consts)
+    else:
+        if need_dw:
+            raise ValueError("d(gamma) needs x_hat: it is computed in exact mode only, where x is kept")
+        if need_dx:  # detached statistics (or a frozen-statistics norm): dx = gamma * rstd * dz
+            dx = torch.empty_like(dy)
+            launch(_detached_dx_kernel, plan.grid, dy, words, dummy if rstd is None else rstd, w, dx, part_b,
+                   N * C, C, cg, hw, plan.iters, plan.chunks, float(low), float(high), HAS_STATS=rstd is not None,
+                   **consts)
+        elif need_db:
+            launch(_partials_kernel, plan.grid, dy, dummy, words, dummy, dummy, w, b, part_b, part_b, N * C, C, cg,
+                   hw, plan.iters, plan.chunks, float(low), float(high), ACT=0, HAS_X=False, TRUE_DERIVATIVE=False,
+                   **consts)
+    # The reduction of the partials over the batch and the chunks, in a fixed order: deterministic.
+    dw = part_w.view(N, C, -1).sum(dim=(0, 2)) if need_dw else None
+    db = part_b.view(N, C, -1).sum(dim=(0, 2)) if need_db else None
     return dx, dw, db
 
 
-__all__ = ["norm_act_backward", "norm_act_backward_reference", "tile_shape"]
+__all__ = ["norm_act_backward", "norm_act_backward_reference"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .runtime import choose_backend
+from .runtime import choose_backend, launch
 
 try:  # Triton is optional at import time: the torch twin works without it.
     import triton
@@ -53,5 +53,5 @@ def relu6(x: torch.Tensor, *, block: int = 1024, backend: str | None = None) -> 
     y = torch.empty_like(x_flat)
     n = x_flat.numel()
     if n:
-        _relu6_kernel[(triton.cdiv(n, block),)](x_flat, y, n, BLOCK=block)
+        launch(_relu6_kernel, (triton.cdiv(n, block),), x_flat, y, n, BLOCK=block, num_warps=4)
     return y.view(x.shape)
