@@ -149,6 +149,18 @@ if triton is not None:
             tl.atomic_or(words_ptr + (seg_first >> 5) + 1, high, mask=seg_inside & (off > 0))
 
     @triton.jit
+    def segment_bits(words_ptr, seg_first, seg_len, seg_inside):
+        """Device function: the mask bits (0/1 int32) of a (ROWS, SEGS, 32) tile's segments, 32
+        consecutive elements from ``seg_first`` (ROWS, SEGS, 1) on, of which ``seg_len`` exist.
+        Two word loads a segment (its elements lie in at most two words), not one per element."""
+        first_word = seg_first >> 5
+        off = seg_first & 31
+        low = tl.load(words_ptr + first_word, mask=seg_inside, other=0)
+        high = tl.load(words_ptr + first_word + 1, mask=seg_inside & (off + seg_len > 32), other=0)
+        k = off + tl.arange(0, 32)[None, None, :]  # bit k of the pair (low, high)
+        return tl.where(k < 32, low >> (k & 31), high >> (k & 31)) & 1
+
+    @triton.jit
     def bit_at(words_ptr, index, inside):
         """Device function: bit ``index % 32`` of word ``index // 32``, as 0/1 int32 (0 outside)."""
         w = tl.load(words_ptr + (index >> 5), mask=inside, other=0)

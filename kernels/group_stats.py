@@ -47,7 +47,7 @@ if triton is not None:
         count = 0.0
         for i in range(0, iters):
             col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
-            idx, inside, _ = tile_at(rows, n_rows, HW, col0, SEGS)
+            idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
             k = tl.minimum(tl.maximum(HW - col0, 0), SEGS * 32).to(tl.float32)  # elements per row here
             v = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
             t_mean = row_sum(v) / tl.maximum(k, 1.0)

@@ -38,7 +38,7 @@ try:
     import triton.language as tl
 
     from .activations_triton import act_derivative
-    from .bits import bit_at
+    from .bits import segment_bits
     from .tiling import row_sum, tile_at, tile_rows
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
@@ -91,9 +91,11 @@ def norm_act_backward_reference(dy, *, x, words, mean, rstd, weight, bias, group
 if triton is not None:
 
     @triton.jit
-    def _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd, gam, bet, low, high,
-                 ACT: tl.constexpr, HAS_X: tl.constexpr, TRUE_DERIVATIVE: tl.constexpr):
-        """``dz`` and ``x_hat`` (float32) of one tile (``x_hat`` is ``dy`` when ``x`` is not kept)."""
+    def _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam, bet, low, high,
+                 ACT: tl.constexpr, HAS_X: tl.constexpr, TRUE_DERIVATIVE: tl.constexpr, SEGS: tl.constexpr):
+        """The tile at ``col0`` (:mod:`kernels.tiling`): its indices and lanes, ``dz`` and ``x_hat``
+        (float32; ``x_hat`` is ``dy`` when ``x`` is not kept)."""
+        idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
         dy = tl.load(dy_ptr + idx, mask=inside, other=0.0)
         x_hat = dy.to(tl.float32)
         if HAS_X:
@@ -102,9 +104,10 @@ if triton is not None:
             z = (x_hat * gam + bet).to(dy.dtype).to(tl.float32)
             d = act_derivative(z, ACT)
         else:
-            d = tl.where(bit_at(words_ptr, idx, inside) != 0, high, low)
+            bits = segment_bits(words_ptr, rows * HW + seg_col, HW - seg_col, (rows < n_rows) & (seg_col < HW))
+            d = tl.where(bits != 0, high, low)
         dz = tl.where(inside, dy.to(tl.float32) * d, 0.0)
-        return dz, x_hat
+        return idx, inside, dz, x_hat
 
     @triton.jit
     def _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_STATS: tl.constexpr):
@@ -128,13 +131,13 @@ if triton is not None:
                          TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
         # Program (i, j) of the tiling: per row, sum(dz) and (with x) sum(dz * x_hat) over its tiles.
         rows, rows1 = tile_rows(ROWS)
-        mean, rstd, gam, bet, _ = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_X)
+        mean, rstd, gam, bet, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_X)
         part_b = tl.zeros([ROWS], dtype=tl.float32)
         part_w = tl.zeros([ROWS], dtype=tl.float32)
         for i in range(0, iters):
-            idx, inside, _ = tile_at(rows, n_rows, HW, (tl.program_id(1) * iters + i) * (SEGS * 32), SEGS)
-            dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd, gam, bet, low, high,
-                                 ACT, HAS_X, TRUE_DERIVATIVE)
+            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam,
+                                              bet, low, high, ACT, HAS_X, TRUE_DERIVATIVE, SEGS)
             part_b += row_sum(dz)
             if HAS_X:
                 part_w += row_sum(dz * x_hat)
@@ -170,9 +173,9 @@ if triton is not None:
         m_g = tl.load(mg_ptr + slab, mask=rows < n_rows, other=0.0)
         m_gx = tl.load(mgx_ptr + slab, mask=rows < n_rows, other=0.0)
         for i in range(0, iters):
-            idx, inside, _ = tile_at(rows, n_rows, HW, (tl.program_id(1) * iters + i) * (SEGS * 32), SEGS)
-            dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, idx, inside, mean, rstd, gam, bet, low, high,
-                                 ACT, True, TRUE_DERIVATIVE)
+            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam,
+                                              bet, low, high, ACT, True, TRUE_DERIVATIVE, SEGS)
             dx = rstd * (dz * gam - m_g - x_hat * m_gx)
             tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=inside)
 
@@ -181,11 +184,13 @@ if triton is not None:
                             low, high, HAS_STATS: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
         # Statistics as constants: dx = gamma * rstd * dz in one sweep, and the partial sums of dz.
         rows, rows1 = tile_rows(ROWS)
-        _, rstd, gam, _, _ = _row_params(rstd_ptr, rstd_ptr, w_ptr, w_ptr, rows, n_rows, C, Cg, HAS_STATS)
+        mean, rstd, gam, bet, slab = _row_params(rstd_ptr, rstd_ptr, w_ptr, w_ptr, rows, n_rows, C, Cg,
+                                                 HAS_STATS)
         part_b = tl.zeros([ROWS], dtype=tl.float32)
         for i in range(0, iters):
-            idx, inside, _ = tile_at(rows, n_rows, HW, (tl.program_id(1) * iters + i) * (SEGS * 32), SEGS)
-            dz, _ = _dz_tile(dy_ptr, dy_ptr, words_ptr, idx, inside, 0.0, 1.0, gam, gam, low, high, 0, False, False)
+            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            idx, inside, dz, x_hat = _dz_tile(dy_ptr, dy_ptr, words_ptr, rows, n_rows, HW, col0, 0.0, 1.0, gam,
+                                              bet, low, high, 0, False, False, SEGS)
             part_b += row_sum(dz)
             tl.store(dx_ptr + idx, (dz * (gam * rstd)).to(dx_ptr.dtype.element_ty), mask=inside)
         tl.store(pb_ptr + rows1 * S + tl.program_id(1), part_b, mask=rows1 < n_rows)

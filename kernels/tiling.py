@@ -11,10 +11,14 @@ GroupNorm's per-(sample, group) reductions are done in two steps, partial sums p
 written by these programs, then a small combine per (sample, group) (our choice; PyTorch's own
 CUDA GroupNorm also reduces in a separate pass).
 
-:func:`row_grid` picks ``iters``: the fewest tiles per program that still give every SM
-:data:`PROGRAMS_PER_SM` programs (our choice: with 4 warps a program, 16 programs are what an SM
-can hold when registers allow, see ``benchmarks/results/kernels-compile.json``), so that small
-tensors still fill the GPU and large ones do not write needless partial sums.
+:func:`row_grid` picks ``iters``: the most tiles per program that still give every SM
+:data:`PROGRAMS_PER_SM` programs, the most an SM can hold (our choice). On a GPU that is one
+tile a program at every shape the book uses: many short programs, so the last wave is short and
+small tensors still reach every SM; the partial sums that this costs are under 1% of the bytes
+(two floats per 128 elements of a row). Under Triton's interpreter (one "SM") it means few
+programs with long loops, which the interpreter runs fastest. The registers, shared memory and
+occupancy of each kernel at this tile are in ``benchmarks/results/kernels-compile.json``
+(:mod:`kernels.compile_check`).
 :mod:`kernels.launch_plan` predicts the time of the resulting launches.
 """
 
@@ -34,8 +38,8 @@ ROWS = 16  # rows (sample, channel) per tile
 SEGS = 4  # 32-element segments per row of a tile
 COLS = SEGS * 32  # elements of one row per tile
 TILE_ELEMENTS = ROWS * COLS
-NUM_WARPS = 4  # warps per program of every tiled kernel
-PROGRAMS_PER_SM = 16  # programs per SM row_grid aims for
+NUM_WARPS = 8  # warps per program of every tiled kernel: 8 elements a thread
+PROGRAMS_PER_SM = 32  # programs per SM row_grid aims for at least (an SM's most)
 COMBINE_BLOCK = 1024  # partial sums a combine program reads at a time
 MAX_ELEMENTS = 2**31 - 1  # indices are int32
 _UNITS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
