@@ -26,15 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import activations
 from .activations import STEP, Surrogate
 from .activations_triton import code
 from .bits import BITS, packed_words
-from .checks import check_channel_vector, check_input, check_surrogate
-from .norm_act_backward import norm_act_backward
+from .checks import MASK_ONLY, check_channel_vector, check_input, check_surrogate
+from .norm_act_backward import differentiable_once, norm_act_backward
 from .runtime import choose_backend, launch
 from .tiling import NUM_WARPS, ROWS, SEGS, aligned, channel_vectors, check_size, row_grid, sm_count
 
@@ -169,16 +168,17 @@ class _AffineAct(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
         words, scale = ctx.saved_tensors
         spec = ctx.spec
-        dx, _, dshift = norm_act_backward(
-            dy, x=None, words=words, mean=None, rstd=None, weight=scale, bias=None, groups=dy.shape[1],
-            activation=spec.activation, surrogate=spec.surrogate, exact=False,
-            need_dx=ctx.needs_input_grad[0], need_dw=False, need_db=ctx.needs_input_grad[2],
-            backend=spec.backend)
-        return dx, None, None if dshift is None else dshift.to(ctx.shift_dtype), None
+        with torch.no_grad():
+            dx, _, dshift = norm_act_backward(
+                dy, x=None, words=words, mean=None, rstd=None, weight=scale, bias=None, groups=dy.shape[1],
+                activation=spec.activation, surrogate=spec.surrogate, exact=False,
+                need_dx=ctx.needs_input_grad[0], need_dw=False, need_db=ctx.needs_input_grad[2],
+                backend=spec.backend)
+            grads = (dx, None, None if dshift is None else dshift.to(ctx.shift_dtype))
+        return differentiable_once("affine_act", grads) + (None,)
 
 
 def frozen_scale_shift(weight, bias, running_mean, running_var, eps: float):
@@ -213,7 +213,8 @@ def affine_act(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, activa
     check_input(x)
     check_channel_vector("scale", scale, x, optional=False)
     check_channel_vector("shift", shift, x, optional=False)
-    check_surrogate(surrogate, activation, allow_true_derivative=False)
+    scale, shift = scale.contiguous(), shift.contiguous()  # expanded or strided: read contiguous, both backends
+    check_surrogate(surrogate, activation, allow_true_derivative=False, keeps_input=MASK_ONLY)
     chosen = choose_backend(x, backend)
     if not (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or shift.requires_grad)):
         return affine_act_forward(x, scale, shift, activation, surrogate, False, chosen)[0]

@@ -77,19 +77,24 @@ def check_mode(backward) -> str:
     return backward
 
 
-def check_surrogate(surrogate, activation: str, allow_true_derivative: bool) -> Surrogate | None:
+def check_surrogate(surrogate, activation: str, allow_true_derivative: bool,
+                    keeps_input: str = "only backward='exact' keeps: pass a kernels.activations.Surrogate "
+                                       "(e.g. STEP) or use backward='exact'") -> Surrogate | None:
     """``surrogate``: a :class:`~kernels.activations.Surrogate`, or ``None`` for the true
     Hard-Swish derivative, which needs the activation input and so is only available where
-    ``x`` is kept (``allow_true_derivative``)."""
+    ``x`` is kept (``allow_true_derivative``). ``keeps_input`` ends the error message: what keeps
+    the input, for the caller at hand."""
     check_activation(activation)
     if surrogate is not None and not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a kernels.activations.Surrogate or None, got {type(surrogate).__name__}")
     if surrogate is None and activation == "hardswish" and not allow_true_derivative:
-        raise ValueError("surrogate=None (the true Hard-Swish derivative) needs the activation input, which "
-                         "only backward='exact' keeps: pass a kernels.activations.Surrogate (e.g. STEP) "
-                         "or use backward='exact'")
+        raise ValueError(f"surrogate=None (the true Hard-Swish derivative) needs the activation input, which {keeps_input}")
     return surrogate
 
 
-__all__ = ["DTYPES", "MODES", "check_channel_vector", "check_eps", "check_groups", "check_input",
+MASK_ONLY = ("a mask-only norm does not keep: pass a kernels.activations.Surrogate (e.g. STEP), or use "
+             "kernels.group_norm_act(..., backward='exact') or nn.BatchNorm2d + nn.Hardswish, which keep it")
+
+
+__all__ = ["DTYPES", "MASK_ONLY", "MODES", "check_channel_vector", "check_eps", "check_groups", "check_input",
            "check_mode", "check_surrogate"]

@@ -41,7 +41,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import activations
@@ -50,7 +49,7 @@ from .affine_act import norm_act_forward
 from .checks import (check_channel_vector, check_eps, check_groups, check_input, check_mode,
                      check_surrogate)
 from .group_stats import group_stats
-from .norm_act_backward import norm_act_backward
+from .norm_act_backward import differentiable_once, norm_act_backward
 from .runtime import choose_backend
 from .tiling import check_size
 
@@ -131,16 +130,17 @@ class _GroupNormAct(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
         x, words, mean, rstd, weight, bias = ctx.saved_tensors
         spec = ctx.spec
         need = ctx.needs_input_grad
-        dx, dw, db = norm_act_backward(
-            dy, x=x, words=words, mean=mean, rstd=rstd, weight=weight, bias=bias, groups=spec.num_groups,
-            activation=spec.activation, surrogate=spec.surrogate, exact=spec.backward == "exact",
-            need_dx=need[0], need_dw=need[1], need_db=need[2], backend=spec.backend)
-        return (dx, None if dw is None else dw.to(weight.dtype), None if db is None else db.to(bias.dtype), None)
+        with torch.no_grad():
+            dx, dw, db = norm_act_backward(
+                dy, x=x, words=words, mean=mean, rstd=rstd, weight=weight, bias=bias, groups=spec.num_groups,
+                activation=spec.activation, surrogate=spec.surrogate, exact=spec.backward == "exact",
+                need_dx=need[0], need_dw=need[1], need_db=need[2], backend=spec.backend)
+            grads = (dx, None if dw is None else dw.to(weight.dtype), None if db is None else db.to(bias.dtype))
+        return differentiable_once("group_norm_act", grads) + (None,)
 
 
 def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
@@ -165,6 +165,8 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     check_groups(num_groups, x)
     check_channel_vector("weight", weight, x, optional=True)
     check_channel_vector("bias", bias, x, optional=True)
+    # Expanded or strided gamma / beta (e.g. w.expand(C), w[::2]): both backends read them contiguous.
+    weight, bias = (None if t is None else t.contiguous() for t in (weight, bias))
     eps = check_eps(eps)
     check_mode(backward)
     check_surrogate(surrogate, activation, allow_true_derivative=backward == "exact")

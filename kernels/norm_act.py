@@ -18,7 +18,7 @@ from torch import nn
 
 from .activations import STEP, Surrogate, check_activation
 from .affine_act import affine_act, frozen_scale_shift
-from .checks import check_eps, check_mode, check_surrogate
+from .checks import MASK_ONLY, check_eps, check_mode, check_surrogate
 from .group_norm_act import group_norm_act
 
 ACTIVATION_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid"}
@@ -106,7 +106,7 @@ class FrozenNormAct(nn.Module):
                  surrogate: Surrogate | None = STEP, backend: str | None = None, device=None, dtype=None):
         super().__init__()
         _check_int("num_features", num_features)
-        check_surrogate(surrogate, activation, allow_true_derivative=False)
+        check_surrogate(surrogate, activation, allow_true_derivative=False, keeps_input=MASK_ONLY)
         self.num_features, self.eps, self.affine = num_features, check_eps(eps), affine
         self.activation, self.surrogate, self.backend = activation, surrogate, backend
         if affine:

@@ -258,4 +258,19 @@ def norm_act_backward(dy, *, x, words, mean, rstd, weight, bias, groups: int, ac
     return dx, dw, db
 
 
-__all__ = ["norm_act_backward", "norm_act_backward_reference"]
+def differentiable_once(name: str, grads: tuple) -> tuple:
+    """The gradients an autograd ``backward`` returns, unchanged, except under ``create_graph=True``
+    (grad mode on): then each one that exists carries a node that raises, when it is
+    differentiated, an error that names ``name``. The kernels' backward builds no graph, so a
+    second derivative through them would otherwise be silently missing or a generic error."""
+    if not torch.is_grad_enabled():
+        return grads
+    message = (f"{name} is differentiable once: its backward (a Triton kernel or its torch twin) builds no graph, "
+               "so double backward (create_graph=True, e.g. a gradient penalty) through it is not supported; use "
+               "the stock torch layers for that (trying to differentiate twice a function that was marked with "
+               "@once_differentiable)")
+    error = torch._C._functions.DelayedError(message.encode(), len(grads))
+    return error(*[None if g is None else g.detach().requires_grad_(True) for g in grads])
+
+
+__all__ = ["differentiable_once", "norm_act_backward", "norm_act_backward_reference"]

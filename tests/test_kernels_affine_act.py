@@ -10,6 +10,9 @@ from hypothesis import assume, given, settings
 from kernels import affine_act, affine_act_forward_reference, pack_bits_reference
 from kernels.activations import ACTIVATIONS, STEP, Surrogate, backward_from_mask, mask_bits
 from kernels.affine_act import affine_act_forward
+from kernels.runtime import device_for_tests
+
+DEVICE = device_for_tests()  # cpu (Triton's interpreter) unless KERNELS_TEST_DEVICE says otherwise
 
 TORCH_ACT = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
 KINKS = (-0.5, 0.0, 6.0)  # mask flips: relu / relu6 kinks, hardswish thresholds used below
@@ -21,7 +24,7 @@ def inputs(shape, seed, dtype=torch.float32):
     scale = torch.rand(shape[1], generator=g) + 0.5
     shift = torch.randn(shape[1], generator=g)
     dy = torch.randn(shape, generator=g).to(dtype)
-    return x, scale, shift, dy
+    return x.to(DEVICE), scale.to(DEVICE), shift.to(DEVICE), dy.to(DEVICE)
 
 
 def z_of(x, scale, shift):
@@ -91,6 +94,35 @@ def test_only_the_shift_training_needs_no_scale_and_nan_passes_through():
     assert y[1, 2, 0, 0].isnan() and int(y.isnan().sum()) == 1
     z = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
     torch.testing.assert_close(dshift, (dy * (z > 0)).sum(dim=(0, 2, 3)))
+
+
+def test_expanded_scale_and_strided_shift_give_the_twins_values_and_gradients():
+    x, _, _, dy = inputs((2, 3, 4, 5), seed=5)
+    results = {}
+    for backend in ("triton", "torch"):
+        shift0 = torch.randn(6, generator=torch.Generator().manual_seed(2)).to(DEVICE).requires_grad_(True)
+        xs = x.clone().requires_grad_(True)
+        y = affine_act(xs, torch.tensor([1.5], device=DEVICE).expand(3), shift0[::2], "relu6", backend=backend)
+        results[backend] = [y.detach(), *torch.autograd.grad(y, (xs, shift0), dy)]
+    for a, b in zip(results["triton"], results["torch"]):
+        torch.testing.assert_close(a, b)
+    shift = torch.randn(6, generator=torch.Generator().manual_seed(2)).to(DEVICE)[::2]
+    torch.testing.assert_close(results["triton"][0], F.relu6(x * 1.5 + shift.view(1, 3, 1, 1)))
+
+
+def test_double_backward_says_the_function_is_once_differentiable():
+    x, scale, shift, dy = inputs((1, 3, 2, 2), seed=6)
+    x = x.requires_grad_(True)
+    (dx,) = torch.autograd.grad(affine_act(x, scale, shift, backend="triton"), x, dy, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        dx.sum().backward()
+
+
+def test_true_hardswish_derivative_error_names_only_what_affine_act_takes():
+    with pytest.raises(ValueError, match="surrogate=None") as error:
+        affine_act(torch.randn(1, 3, 2, 2), torch.ones(3), torch.zeros(3), "hardswish", surrogate=None)
+    message = str(error.value)  # affine_act has no backward= argument: the message must not ask for one
+    assert "or use backward='exact'" not in message and "kernels.group_norm_act(..., backward='exact')" in message
 
 
 X = torch.randn(2, 3, 4, 4)

@@ -6,6 +6,9 @@ import torch
 from hypothesis import given, settings
 
 from kernels import pack_bits, pack_bits_reference, packed_words, unpack_bits, unpack_bits_reference
+from kernels.runtime import device_for_tests
+
+DEVICE = device_for_tests()  # cpu (Triton's interpreter) unless KERNELS_TEST_DEVICE says otherwise
 
 
 @settings(max_examples=30, deadline=None)
@@ -13,7 +16,7 @@ from kernels import pack_bits, pack_bits_reference, packed_words, unpack_bits, u
        words=st.sampled_from([1, 16, 128]), seed=st.integers(0, 2**16))
 def test_triton_and_twin_agree_and_round_trip(n, p, words, seed):
     g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(n, generator=g) < p
+    mask = (torch.rand(n, generator=g) < p).to(DEVICE)
     packed = pack_bits(mask, words_per_program=words, backend="triton")
     assert packed.dtype == torch.int32 and packed.shape == (packed_words(n),)
     assert torch.equal(packed, pack_bits_reference(mask))

@@ -10,6 +10,9 @@ from hypothesis import assume, given, settings
 from kernels import group_norm_act, pack_bits_reference
 from kernels.activations import ACTIVATIONS, STEP, Surrogate, mask_bits
 from kernels.group_norm_act import group_norm_act_forward, group_norm_act_forward_reference
+from kernels.runtime import device_for_tests
+
+DEVICE = device_for_tests()  # cpu (Triton's interpreter) unless KERNELS_TEST_DEVICE says otherwise
 
 TORCH_ACT = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
 KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "hardswish": (-3.0, 0.0, 3.0), "hardsigmoid": (-3.0, 3.0)}
@@ -22,7 +25,7 @@ def inputs(shape, seed, offset=0.0, scale=2.0, dtype=torch.float32):
     w = (torch.rand(c, generator=g) + 0.5)
     b = torch.randn(c, generator=g)
     dy = torch.randn(shape, generator=g).to(dtype)
-    return x, w, b, dy
+    return x.to(DEVICE), w.to(DEVICE), b.to(DEVICE), dy.to(DEVICE)
 
 
 def group_norm64(x, groups, w, b, eps=1e-5):
@@ -183,7 +186,7 @@ def test_without_gradients_nothing_is_kept_and_y_is_the_same():
         y = group_norm_act(x.requires_grad_(True), 2, w, b, backend="triton")
     assert not y.requires_grad
     torch.testing.assert_close(y, F.relu6(F.group_norm(x.detach(), 2, w, b)))
-    y2 = group_norm_act(torch.randn(1, 4, 3, 3), 2, None, None, backend="triton")  # affine=False
+    y2 = group_norm_act(torch.randn(1, 4, 3, 3, device=DEVICE), 2, None, None, backend="triton")  # affine=False
     assert y2.grad_fn is None and y2.shape == (1, 4, 3, 3)
 
 
@@ -192,6 +195,35 @@ def test_parameter_gradients_are_bitwise_deterministic_on_cuda():
     x, w, b, dy = (t.cuda() for t in inputs((4, 32, 28, 28), seed=9))
     first, second = run(x, 4, w, b, dy)[1], run(x, 4, w, b, dy)[1]
     assert all(torch.equal(first[k], second[k]) for k in "xwb")
+
+
+@pytest.mark.parametrize("mode", ["exact", "detached"])
+def test_strided_and_expanded_weight_and_bias_give_the_twins_values_and_gradients(mode):
+    # The Triton path reads gamma and beta as contiguous float32 copies: strides cannot matter.
+    x, _, _, dy = inputs((2, 8, 5, 7), seed=10)
+    results = {}
+    for backend in ("triton", "torch"):
+        w0 = torch.tensor([2.0], device=DEVICE).requires_grad_(mode == "exact")
+        b0 = torch.randn(16, generator=torch.Generator().manual_seed(1)).to(DEVICE).requires_grad_(True)
+        xs = x.clone().requires_grad_(True)
+        y = group_norm_act(xs, 4, w0.expand(8), b0[::2], activation="relu6", backward=mode, backend=backend)
+        leaves = [t for t in (xs, w0, b0) if t.requires_grad]
+        results[backend] = [y.detach(), *torch.autograd.grad(y, leaves, dy)]
+    for a, b in zip(results["triton"], results["torch"]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    x64 = x.double().requires_grad_(True)
+    w64 = torch.full((8,), 2.0, dtype=torch.float64, device=DEVICE)
+    b64 = torch.randn(16, generator=torch.Generator().manual_seed(1)).to(DEVICE).double()[::2]
+    torch.testing.assert_close(results["triton"][0].double(), F.relu6(F.group_norm(x64, 4, w64, b64)), atol=1e-4,
+                               rtol=1e-4)
+
+
+def test_double_backward_says_the_function_is_once_differentiable():
+    x, w, b, dy = inputs((1, 4, 3, 3), seed=11)
+    x = x.requires_grad_(True)
+    (dx,) = torch.autograd.grad(group_norm_act(x, 2, w, b, backend="triton"), x, dy, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        dx.sum().backward()
 
 
 X = torch.randn(2, 4, 3, 3)
