@@ -99,6 +99,17 @@ def backward_from_mask(dy: torch.Tensor, mask: torch.Tensor, activation: str,
     return dy * torch.where(mask, high, low).to(dy.dtype)
 
 
+_ZEROS: dict = {}
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    """A cached 0-d zero of ``like``'s dtype and device."""
+    key = (like.dtype, like.device)
+    if key not in _ZEROS:
+        _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return _ZEROS[key]
+
+
 def packed_mask(z: torch.Tensor, activation: str, surrogate: Surrogate = STEP) -> torch.Tensor:
     """``pack_bits_reference(mask_bits(z))`` chunk by chunk: the int32 words of the mask, with
     boolean temporaries of at most a few :data:`CHUNK` bytes."""
@@ -122,8 +133,8 @@ def backward_from_words(dy: torch.Tensor, words: torch.Tensor, activation: str, 
     for start in range(0, flat_dy.numel(), CHUNK):
         part, out = flat_dy[start:start + CHUNK], flat_dz[start:start + CHUNK]
         mask = unpack_bits_reference(words[start // BITS:], part.numel())
-        if low == 0.0:  # dz = high * dy where the bit is set, 0 elsewhere
-            torch.mul(part, mask, out=out)
+        if low == 0.0:  # dz = high * dy where the bit is set, 0 elsewhere (where: no float copy of the mask)
+            torch.where(mask, part, _zero(part), out=out)
             if high != 1.0:
                 out.mul_(high)
         else:

@@ -3,7 +3,7 @@ the kernels in a network").
 
 A layer ``y = W * x + b`` whose weight is frozen needs no activation for its backward pass:
 
-    dx = W^T * dy   (a transposed convolution: ``torch.nn.grad.conv2d_input``),
+    dx = W^T * dy   (a transposed convolution, ``F.conv_transpose2d``),
     db = sum(dy)    (over every axis but the channel).
 
 Stock PyTorch keeps ``x`` anyway whenever a gradient flows through a convolution (its
@@ -96,6 +96,13 @@ def _check_frozen(module: nn.Module) -> None:
                          "choosing what trains")
 
 
+def _output_padding(x_shape, y_shape, w_shape, stride, padding, dilation) -> tuple[int, int]:
+    """The rows and columns a transposed convolution must add to give back ``x``'s size (a strided
+    convolution drops the last ``(size + 2 padding - dilation (k - 1) - 1) % stride`` of them)."""
+    return tuple(x_shape[2 + i] - ((y_shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (w_shape[2 + i] - 1) + 1)
+                 for i in range(2))
+
+
 class _FrozenConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, scale, bias, stride, padding, dilation, groups):
@@ -109,9 +116,10 @@ class _FrozenConv2d(torch.autograd.Function):
         weight, scale = ctx.saved_tensors
         shape, stride, padding, dilation, groups = ctx.conv
         dx = db = None
-        if ctx.needs_input_grad[0]:  # dx = W^T * dy, from the weight alone
+        if ctx.needs_input_grad[0]:  # dx = W^T * dy, from the weight alone: a transposed convolution
             w = dequantize(weight, scale, dy.dtype)
-            dx = torch.nn.grad.conv2d_input(shape, w, dy, stride, padding, dilation, groups)
+            dx = F.conv_transpose2d(dy, w, None, stride, padding, _output_padding(shape, dy.shape, w.shape, stride,
+                                                                                 padding, dilation), groups, dilation)
         if ctx.needs_input_grad[3]:
             db = dy.sum(dim=(0, 2, 3))
         return dx, None, None, db, None, None, None, None

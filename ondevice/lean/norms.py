@@ -144,9 +144,10 @@ class _LeanNorm(torch.autograd.Function):
                 dz, x, weight, None, None, mean, rstd, True, spec.eps, mask), None, None, None)
         db = dz.sum(dim=(0, 2, 3)) if need_db else None
         dx = None
-        if need_dx:  # detached statistics: dx = gamma * rstd * dz
+        if need_dx:  # detached statistics: dx = gamma * rstd * dz (in place when dz is this function's own)
             scale = _per_channel(rstd, spec, C)
-            dx = dz * (scale if weight is None else scale * weight.view(1, C, 1, 1))
+            scale = scale if weight is None else scale * weight.view(1, C, 1, 1)
+            dx = dz * scale if dz is dy else dz.mul_(scale)
         return dx, None, db, None, None, None
 
 
