@@ -134,7 +134,7 @@ def backward_from_words(dy: torch.Tensor, words: torch.Tensor, activation: str, 
         part, out = flat_dy[start:start + CHUNK], flat_dz[start:start + CHUNK]
         mask = unpack_bits_reference(words[start // BITS:], part.numel())
         if low == 0.0:  # dz = high * dy where the bit is set, 0 elsewhere (where: no float copy of the mask)
-            torch.where(mask, part, _zero(part), out=out)
+            torch.where(mask, part.to(out.dtype), _zero(out), out=out)
             if high != 1.0:
                 out.mul_(high)
         else:
