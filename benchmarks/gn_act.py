@@ -13,15 +13,18 @@ forward and forward+backward of:
 Every timed run starts with the L2 cache flushed (a 256 MiB buffer is overwritten) and is timed
 with CUDA events; the median over ``--repeats`` runs is reported in microseconds, with the
 effective bandwidth (floor bytes / time, :mod:`kernels.roofline`) and the percentage of the HBM
-byte floor when the device's bandwidth is known. It also measures the bytes each variant saves
-for backward (saved-tensor hooks). Results go to ``benchmarks/results/gn_act-<device>.json``
-with the device, driver, CUDA, torch and triton versions.
+byte floor when the device's bandwidth is known; for the fused variants on a GPU that
+:mod:`kernels.launch_plan` knows, the predicted time beside the measured one. It also measures
+the bytes each variant saves for backward (saved-tensor hooks). Results go to
+``benchmarks/results/gn_act-<device>-<dtype>.json`` (or the folder ``--out``) with the device,
+driver, CUDA, torch and triton versions.
 
 ``--check`` runs the same code path on the CPU at a tiny shape (Triton's interpreter, no
 torch.compile), checks the fused results against eager PyTorch, prints the table and writes
-nothing: its timings mean nothing, it only proves the script works (``tests/``).
+nothing unless ``--out`` names a folder: its timings mean nothing, it only proves the script
+works (``tests/``, and ``benchmarks/gpu_suite.py --dry-run``).
 
-Usage: ``python benchmarks/gn_act.py [--check] [--repeats N] [--dtype float32] [--activation relu6]``
+Usage: ``python benchmarks/gn_act.py [--check] [--repeats N] [--dtype float32] [--activation relu6] [--out DIR]``
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ from torch import nn
 from kernels import group_norm_act
 from kernels.activations import STEP
 from kernels.norm_act import activation_module
+from kernels.launch_plan import gpu_for, predict
 from kernels.roofline import byte_floor, hbm_bandwidth
 from ondevice.memory import SavedTensorLog
 
 RESULTS = Path(__file__).resolve().parent / "results"
+COMPILE_TABLE = RESULTS / "kernels-compile.json"  # kernels.compile_check: programs per SM for the prediction
 SHAPES = {"reference": (8, 96, 112, 112), "large": (16, 192, 112, 112)}
 CHECK_SHAPES = {"check": (1, 16, 3, 5)}  # 2 groups of 15 elements: shared mask words
 CHANNELS_PER_GROUP = 8
@@ -181,6 +186,8 @@ def benchmark(shapes: dict, dtype, activation: str, repeats: int, check: bool) -
     variants = ["fused exact", "fused detached", "eager"] + ([] if check else ["compile"])
     device_name = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
     bandwidth = hbm_bandwidth(device_name) if cuda else None
+    gpu = gpu_for(device_name) if cuda else None
+    table = json.loads(COMPILE_TABLE.read_text()) if COMPILE_TABLE.exists() else None
     rows = []
     for label, shape in shapes.items():
         eager = Case("eager", shape, dtype, activation, device, None)
@@ -197,11 +204,14 @@ def benchmark(shapes: dict, dtype, activation: str, repeats: int, check: bool) -
                    "forward_us": fwd, "forward_backward_us": step, "floor_bytes": floor["total"],
                    "gb_per_s": floor["total"] / (step * 1e-6) / 1e9,
                    "floor_percent": (100 * floor["total"] / bandwidth / (step * 1e-6)) if bandwidth else None,
-                   "saved_bytes": saved}
+                   "saved_bytes": saved,
+                   "predicted_us": predict(shape, dtype, mode, gpu, table)["predicted_us"]
+                   if gpu and variant.startswith("fused") else None}
             rows.append(row)
             print(f"{label:>9s} {str(shape):>22s} {variant:>15s}: fwd {fwd:10.1f} us, fwd+bwd {step:10.1f} us, "
                   f"{row['gb_per_s']:8.1f} GB/s" + (f", {row['floor_percent']:5.1f}% of floor" if bandwidth else "")
-                  + (f", saved {saved:,} B" if saved is not None else ""), flush=True)
+                  + (f", saved {saved:,} B" if saved is not None else "")
+                  + (f", predicted {row['predicted_us']:.1f} us" if row["predicted_us"] else ""), flush=True)
     for row in rows:
         base = {r["variant"]: r for r in rows if r["label"] == row["label"]}
         row["speedup_vs_eager"] = base["eager"]["forward_backward_us"] / row["forward_backward_us"]
@@ -216,7 +226,7 @@ def benchmark(shapes: dict, dtype, activation: str, repeats: int, check: bool) -
         "cuda": torch.version.cuda, "torch": torch.__version__, "triton": triton.__version__,
         "python": platform.python_version(), "dtype": str(dtype).removeprefix("torch."),
         "activation": activation, "channels_per_group": CHANNELS_PER_GROUP, "repeats": repeats,
-        "hbm_bytes_per_s": bandwidth, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+        "hbm_bytes_per_s": bandwidth, "check": check, "date": time.strftime("%Y-%m-%d"), "rows": rows,
     }
 
 
@@ -227,6 +237,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per measurement (default 50)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--activation", choices=["relu", "relu6", "hardswish"], default="relu6")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for the JSON (default {RESULTS}; with --check: nothing written without it)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -235,14 +247,16 @@ def main(argv=None) -> int:
     dtype = DTYPES[args.dtype]
     summary = benchmark(CHECK_SHAPES if args.check else SHAPES, dtype, args.activation,
                         1 if args.check else args.repeats, args.check)
-    if args.check:
+    if args.check and args.out is None:
         print("check passed: fused results equal eager PyTorch; nothing written (CPU timings mean nothing)")
         return 0
-    RESULTS.mkdir(exist_ok=True)
+    folder = args.out or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     name = "".join(ch if ch.isalnum() else "-" for ch in summary["device"]).strip("-").lower()
-    out = RESULTS / f"gn_act-{name}.json"
+    out = folder / f"gn_act-{name}-{args.dtype}{'-check' if args.check else ''}.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(("check passed: fused results equal eager PyTorch (CPU timings mean nothing); " if args.check else "")
+          + f"wrote {out}")
     return 0
 
 

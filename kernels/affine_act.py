@@ -43,7 +43,7 @@ try:
 
     from .activations_triton import act_forward, act_mask
     from .bits import store_segments
-    from .tiling import tile_at, tile_rows
+    from .tiling import tile_at, tile_ids, tile_rows
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
 
@@ -77,7 +77,8 @@ if triton is not None:
                              ROWS: tl.constexpr, SEGS: tl.constexpr):
         # Program (i, j): rows i*ROWS.. (row r is sample r // C, channel r % C, statistics of slab
         # r // Cg), tiles j*iters.. along them. Normalise, scale, shift, activate; write y and the mask.
-        rows, _ = tile_rows(ROWS)
+        block, chunk = tile_ids(True)
+        rows, rows1 = tile_rows(block, ROWS)
         live = rows < n_rows
         chan = rows % C
         slab = rows // Cg
@@ -86,7 +87,7 @@ if triton is not None:
         gam = tl.load(w_ptr + chan, mask=live, other=0.0)
         bet = tl.load(b_ptr + chan, mask=live, other=0.0)
         for i in range(0, iters):
-            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
             x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
             y, m = affine_act_tile(x_hat, gam, bet, threshold, ACT, y_ptr.dtype.element_ty)

@@ -30,7 +30,7 @@ try:
     import triton
     import triton.language as tl
 
-    from .tiling import row_sum, tile_at, tile_rows
+    from .tiling import row_sum, tile_at, tile_ids, tile_rows
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
 
@@ -41,12 +41,13 @@ if triton is not None:
     def _row_stats_kernel(x_ptr, mean_ptr, m2_ptr, n_rows, HW, iters, S, ROWS: tl.constexpr,
                           SEGS: tl.constexpr):
         # Program (i, j): rows i*ROWS.., tiles j*iters.. along them; one partial (mean, m2) per row.
-        rows, rows1 = tile_rows(ROWS)
+        block, chunk = tile_ids(False)
+        rows, rows1 = tile_rows(block, ROWS)
         mean = tl.zeros([ROWS], dtype=tl.float32)
         m2 = tl.zeros([ROWS], dtype=tl.float32)
         count = 0.0
         for i in range(0, iters):
-            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
             k = tl.minimum(tl.maximum(HW - col0, 0), SEGS * 32).to(tl.float32)  # elements per row here
             v = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
@@ -59,7 +60,7 @@ if triton is not None:
             mean = mean + delta * w
             m2 = m2 + t_m2 + delta * delta * count * w
             count = total
-        out = rows1 * S + tl.program_id(1)
+        out = rows1 * S + chunk
         tl.store(mean_ptr + out, mean, mask=rows1 < n_rows)
         tl.store(m2_ptr + out, m2, mask=rows1 < n_rows)
 

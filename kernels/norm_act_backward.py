@@ -39,7 +39,7 @@ try:
 
     from .activations_triton import act_derivative
     from .bits import segment_bits
-    from .tiling import row_sum, tile_at, tile_rows
+    from .tiling import row_sum, tile_at, tile_ids, tile_rows
 except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
     triton = None
 
@@ -130,18 +130,19 @@ if triton is not None:
                          n_rows, C, Cg, HW, iters, S, low, high, ACT: tl.constexpr, HAS_X: tl.constexpr,
                          TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
         # Program (i, j) of the tiling: per row, sum(dz) and (with x) sum(dz * x_hat) over its tiles.
-        rows, rows1 = tile_rows(ROWS)
+        block, chunk = tile_ids(False)
+        rows, rows1 = tile_rows(block, ROWS)
         mean, rstd, gam, bet, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_X)
         part_b = tl.zeros([ROWS], dtype=tl.float32)
         part_w = tl.zeros([ROWS], dtype=tl.float32)
         for i in range(0, iters):
-            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam,
                                               bet, low, high, ACT, HAS_X, TRUE_DERIVATIVE, SEGS)
             part_b += row_sum(dz)
             if HAS_X:
                 part_w += row_sum(dz * x_hat)
-        out = rows1 * S + tl.program_id(1)
+        out = rows1 * S + chunk
         tl.store(pb_ptr + out, part_b, mask=rows1 < n_rows)
         if HAS_X:
             tl.store(pw_ptr + out, part_w, mask=rows1 < n_rows)
@@ -168,12 +169,13 @@ if triton is not None:
                          n_rows, C, Cg, HW, iters, low, high, ACT: tl.constexpr,
                          TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
         # dx = rstd * (gamma * dz - mean(g) - x_hat * mean(g * x_hat)), tile by tile.
-        rows, _ = tile_rows(ROWS)
+        block, chunk = tile_ids(True)
+        rows, rows1 = tile_rows(block, ROWS)
         mean, rstd, gam, bet, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, True)
         m_g = tl.load(mg_ptr + slab, mask=rows < n_rows, other=0.0)
         m_gx = tl.load(mgx_ptr + slab, mask=rows < n_rows, other=0.0)
         for i in range(0, iters):
-            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam,
                                               bet, low, high, ACT, True, TRUE_DERIVATIVE, SEGS)
             dx = rstd * (dz * gam - m_g - x_hat * m_gx)
@@ -183,17 +185,18 @@ if triton is not None:
     def _detached_dx_kernel(dy_ptr, words_ptr, rstd_ptr, w_ptr, dx_ptr, pb_ptr, n_rows, C, Cg, HW, iters, S,
                             low, high, HAS_STATS: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
         # Statistics as constants: dx = gamma * rstd * dz in one sweep, and the partial sums of dz.
-        rows, rows1 = tile_rows(ROWS)
+        block, chunk = tile_ids(False)
+        rows, rows1 = tile_rows(block, ROWS)
         mean, rstd, gam, bet, slab = _row_params(rstd_ptr, rstd_ptr, w_ptr, w_ptr, rows, n_rows, C, Cg,
                                                  HAS_STATS)
         part_b = tl.zeros([ROWS], dtype=tl.float32)
         for i in range(0, iters):
-            col0 = (tl.program_id(1) * iters + i) * (SEGS * 32)
+            col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, dz, x_hat = _dz_tile(dy_ptr, dy_ptr, words_ptr, rows, n_rows, HW, col0, 0.0, 1.0, gam,
                                               bet, low, high, 0, False, False, SEGS)
             part_b += row_sum(dz)
             tl.store(dx_ptr + idx, (dz * (gam * rstd)).to(dx_ptr.dtype.element_ty), mask=inside)
-        tl.store(pb_ptr + rows1 * S + tl.program_id(1), part_b, mask=rows1 < n_rows)
+        tl.store(pb_ptr + rows1 * S + chunk, part_b, mask=rows1 < n_rows)
 
 
 def norm_act_backward(dy, *, x, words, mean, rstd, weight, bias, groups: int, activation: str,

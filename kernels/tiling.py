@@ -130,9 +130,18 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
-    def tile_rows(ROWS: tl.constexpr):
-        """The rows of program ``(i, .)``'s tile, as a (ROWS, 1, 1) and a (ROWS,) tensor."""
-        r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    def tile_ids(REVERSED: tl.constexpr):
+        """This program's (row block, chunk). ``REVERSED``: the last program of the grid takes
+        the first tile, so a second pass over a tensor starts where the first pass ended, on what
+        is still in L2 (the GPU starts programs roughly in grid order)."""
+        if REVERSED:
+            return tl.num_programs(0) - 1 - tl.program_id(0), tl.num_programs(1) - 1 - tl.program_id(1)
+        return tl.program_id(0), tl.program_id(1)
+
+    @triton.jit
+    def tile_rows(block, ROWS: tl.constexpr):
+        """The rows of row block ``block``, as a (ROWS, 1, 1) and a (ROWS,) tensor."""
+        r = block * ROWS + tl.arange(0, ROWS)
         return r[:, None, None], r
 
     @triton.jit
