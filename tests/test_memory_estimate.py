@@ -120,13 +120,17 @@ def test_per_layer_table_names_what_is_kept_and_sharing():
     assert "ReLU" in r.table()
 
 
-def test_unsupported_module_names_itself_and_says_how_to_add_a_rule():
-    class Mystery(nn.Module):
+def test_a_module_without_a_rule_is_traced_through_its_own_calls():
+    class Mystery(nn.Module):  # no rule registered: its forward's calls are its rule
         def forward(self, x):
-            return x
+            return x * torch.sigmoid(x)
 
-    with pytest.raises(NotImplementedError, match=r"Mystery.*ondevice\.memory\.rules\.rule"):
-        estimate(nn.Sequential(nn.Conv2d(3, 4, 1), Mystery()), (1, 3, 8, 8))
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), Mystery())
+    x = torch.randn(2, 3, 8, 8)
+    r = estimate(net, x.shape)
+    assert r.saved_activations == measure(net, x).saved_activations
+    rows = {l.name: l for l in r.layers}
+    assert rows["1"].how == "derived" and any("sigmoid output" in s for s in rows["1"].stored)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -39,7 +39,7 @@ from torch import nn
 from ..blocks import InvertedResidual
 from ..models.resnet import Bottleneck
 from . import paper
-from .rules import MODES, Context, Stored, rule_for
+from .rules import MEASURED, MODES, Context, Stored, rule_for
 from .trace import Call, trace
 
 PROFILES = ("pytorch", "paper", "masked")
@@ -57,6 +57,12 @@ class Layer:
     output_shape: tuple[int, ...] | None
     saved: int  # bytes this layer adds to the kept tensors (a shared tensor counts once)
     stored: tuple[str, ...]  # what it keeps and why
+
+    @property
+    def how(self) -> str:
+        """``"measured, no rule"`` when the fallback measured (part of) what this layer keeps
+        (:mod:`.fallback`), else ``"derived"`` (its rule, or the rules of its own calls)."""
+        return MEASURED if any(s.startswith(MEASURED) for s in self.stored) else "derived"
 
 
 @dataclass(frozen=True)

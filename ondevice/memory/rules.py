@@ -14,7 +14,9 @@ Linear                 ``x``, only if W trains (dW = dy^T x; db and dx need no a
 BatchNorm2d            ``x``, plus per-channel mean and 1/std in training mode (even if frozen)
 GroupNorm              ``x``, plus per-(sample, group) mean and 1/std
 ReLU, Sigmoid, Tanh    the output ``y`` (ReLU's backward only needs the sign: 1 bit would do)
-ReLU6, Hardswish, ...  the input ``x`` (full precision, although ReLU6's backward needs 1 bit)
+ReLU6, Hardswish, ...  the input ``x`` (full precision, although ReLU6's backward needs 1 bit);
+                       in place (``inplace=True``) a copy of ``x``: the values it overwrites
+                       (ReLU and LeakyReLU in place keep their output, the same storage)
 Dropout (training)     the scaled noise: ``s`` bytes per element on CPU, a 1-byte mask on CUDA
 AvgPool2d              ``x``;  MaxPool2d: ``x`` and int64 indices of ``y``'s size
 AdaptiveAvgPool2d(1)   nothing (a mean); other output sizes keep ``x``
@@ -39,17 +41,23 @@ measure them: a mask activation
 (:mod:`ondevice.mask_activations`) keeps its packed mask; a :class:`FrozenStatsBatchNorm2d`
 (shift-only norm) keeps its per-channel scale, plus its input if gamma trains.
 
-To support a new module type, register a rule::
+A module type without a rule needs none: the trace records the functions its own forward calls
+and :mod:`.op_rules` says what each keeps (a custom block, an ``nn.Sequential`` subclass, a
+subclass of ``nn.ReLU``); what neither covers is measured (:mod:`.fallback`) and named
+``measured, no rule`` in the report. A rule is needed only where a module's forward keeps
+something its functions do not show (a custom ``torch.autograd.Function``)::
 
     @ondevice.memory.rules.rule(MyLayer)
     def my_layer(call, ctx):
         return [keep(call.input, "input", "why it is needed")] if flows(call) else []
 
-and :func:`container` for modules whose own forward only calls their children.
+:func:`container` declares that a module's own forward keeps nothing (skipping its calls'
+rules: faster, and what the zoo's blocks do).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,6 +107,7 @@ class Context:
 
 Rule = Callable[[Call, Context], list[Stored]]
 RULES: dict[type, Rule] = {}
+MEASURED = "measured, no rule"  # how the report names what the fallback measured (:mod:`.fallback`)
 
 
 def rule(*types: type):
@@ -120,22 +129,35 @@ def container(*types: type) -> None:
 
 
 def rule_for(module: nn.Module) -> Rule:
-    """The rule of ``module``'s exact type, or an error that says how to add one."""
-    try:
-        return RULES[type(module)]
-    except KeyError:
-        name = f"{type(module).__module__}.{type(module).__qualname__}"
-        raise NotImplementedError(
-            f"no memory rule for module type {name}: register one with "
-            f"@ondevice.memory.rules.rule({type(module).__name__}) (see the docstring of "
-            f"ondevice/memory/rules.py), or ondevice.memory.rules.container("
-            f"{type(module).__name__}) if its own forward keeps no tensor"
-        ) from None
+    """The rule for ``module``'s calls: its type's registered rule; for a type without one, the
+    rules of the functions its own forward called (:func:`own_calls`); for a call the fallback
+    measured, the measurement."""
+    return functools.partial(_of_call, RULES.get(type(module), own_calls))
+
+
+def _of_call(rule: Rule, call: Call, ctx: Context) -> list[Stored]:
+    return call.measured if call.measured is not None else rule(call, ctx)
+
+
+def own_calls(call: Call, ctx: Context) -> list[Stored]:
+    """What a module without a rule keeps: what each function its own forward called keeps
+    (:mod:`.op_rules`), or what the fallback measured for a function without a rule."""
+    from .shapes import SAVED_RULES  # noqa: PLC0415
+
+    out = []
+    for op in call.ops or ():
+        out += op.saved if op.saved is not None else SAVED_RULES[op.func](op, ctx)
+    return out
 
 
 def keep(t: TensorInfo, what: str, why: str) -> Stored:
-    """Keep a layer's input or output tensor (per sample: the trace runs at batch 1)."""
-    return Stored(what, why, per_sample=t.nbytes, storage=t.storage)
+    """Keep a layer's input or output tensor: its whole storage (a view keeps its base), per
+    sample when it holds the batch (the trace runs at batch 1), nothing for a parameter."""
+    if t.held:
+        return Stored(what, why + " (a parameter or buffer: not an activation)", storage=t.storage)
+    if t.storage_batched:
+        return Stored(what, why, per_sample=t.kept_nbytes, storage=t.storage)
+    return Stored(what, why, fixed=t.kept_nbytes, storage=t.storage)
 
 
 def trains(module: nn.Module, name: str) -> bool:
@@ -234,6 +256,13 @@ def keeps_output(call: Call, ctx: Context) -> list[Stored]:
 def keeps_input(call: Call, ctx: Context) -> list[Stored]:
     if not call.input.requires_grad:
         return []
+    if getattr(call.module, "inplace", False):
+        if isinstance(call.module, nn.LeakyReLU):  # leaky_relu_ keeps its result (negative slope > 0)
+            return [keep(call.output, "output y", "in place: the derivative is read from the sign of y")]
+        x = call.input
+        return [Stored("a copy of the input x", "in place: autograd keeps the values it overwrites",
+                       per_sample=x.nbytes if x.storage_batched else 0,
+                       fixed=0 if x.storage_batched else x.nbytes)]
     return [keep(call.input, "input x", "the derivative is a function of x")]
 
 
@@ -309,3 +338,5 @@ def squeeze_excite(call: Call, ctx: Context) -> list[Stored]:
 
 container(nn.Sequential, nn.ModuleList, nn.Identity, nn.Flatten, nn.Upsample, ConvNormAct,
           InvertedResidual, LiteResidual, SkipBlock, ConvNet, Bottleneck)
+
+from . import op_rules  # noqa: E402, F401  (the functions' rules, for modules without one)

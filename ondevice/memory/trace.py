@@ -1,240 +1,79 @@
-"""Shapes for the memory estimate: a forward pass on shape-only tensors (no data, no compute).
+"""Shapes for the memory estimate: one forward pass on shape-only tensors (chapter 1, section 2).
 
-:class:`ShapeTensor` stands in for the input. It carries a shape, a dtype, whether it needs a
-gradient and which storage it lives on, and answers PyTorch's functions through the
-``__torch_function__`` protocol with shape rules (conv, pooling, norms, activations, linear,
-broadcasting arithmetic, views). Module hooks record every module call with its inputs and
-output, which is all the per-layer rules of :mod:`ondevice.memory.rules` need.
+:func:`trace` runs a model on a :class:`~.shapes.ShapeTensor` of the input's shape (batch 1) and
+records every module call, in call order and nested, with its inputs and output: all the
+per-layer rules of :mod:`.rules` need. Parameters and buffers become shape-only tensors for the
+pass, so nothing is computed and nothing of the model changes; modules keep their own training
+mode (a dropout in training mode makes a new tensor, in eval mode it returns its input).
 
-Why not the meta device? Many meta kernels run Python decompositions (0.5-2 ms per op), which
-makes one pass of ProxylessNAS-Mobile take about 200 ms; this pass takes a few milliseconds, so
-an estimate at a new resolution stays interactive. Nothing here looks at what autograd saves:
-that is what :func:`ondevice.memory.measure` observes, and agreement between the two is the point.
+How each call is accounted for:
 
-``requires_grad`` follows autograd's rule: a result needs a gradient when any tensor argument
-(input or parameter) does. Parameters are swapped for shape-only tensors during the pass. The trace runs with every module in eval mode, so that BatchNorm does
-not update its statistics; each call records the module's own ``training`` flag from before.
+- a module type with a registered rule (``rules.RULES``: Conv2d, BatchNorm2d, ...) is *derived*
+  by its rule;
+- any other module is *traced through*: the functions its own forward calls are recorded
+  (:class:`~.shapes.Op`) and their rules (:mod:`.op_rules`) say what autograd keeps, so a custom
+  block, an ``nn.Sequential`` subclass or a subclass of ``nn.ReLU`` needs no registration;
+- a function without a rule is run on real tensors (:mod:`.fallback`), and a module whose forward
+  the shapes cannot follow (it reads values, or calls something the fallback cannot run) is run
+  whole on real tensors: both are *measured*, named ``measured, no rule`` in the report.
+
+Why not the meta device for everything? Many meta kernels run Python decompositions (0.5-2 ms per
+op), which makes one pass of ProxylessNAS-Mobile take about 200 ms; this pass takes a few
+milliseconds, so an estimate at a new resolution stays interactive. Nothing here looks at what
+autograd saves: :func:`ondevice.memory.measure` observes that, and agreement is the point.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-_storage_ids = itertools.count(1)
+from .shape_rules import FACTORIES, _adaptive, _conv, _linear, _new, _pool2d, factory, register_shape_rule
+from .shapes import STATE, BatchSize, Op, ShapeError, ShapeTensor, TensorInfo, dispatch, real_info
 
+_conv2d = _conv(2)  # the names the twins' rules use (lean_rules.py)
+_adaptive2d = _adaptive(2)
+_NO_INPUT = TensorInfo((0,), torch.float32, False, 0)
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """A tensor seen during the trace: shape, dtype, whether it needs a gradient, its storage."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    requires_grad: bool
-    storage: int  # identity of the storage: views share it with their base
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
-
-
-class ShapeTensor:
-    """A tensor without data: enough of ``torch.Tensor`` to run a CNN's forward for its shapes."""
-
-    def __init__(self, shape, dtype=torch.float32, requires_grad=False, storage=None):
-        self.shape = torch.Size(shape)
-        self.dtype = dtype
-        self.requires_grad = requires_grad
-        self.storage = next(_storage_ids) if storage is None else storage
-
-    @property
-    def info(self) -> TensorInfo:
-        return TensorInfo(tuple(self.shape), self.dtype, self.requires_grad, self.storage)
-
-    def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
-
-    def dim(self) -> int:
-        return len(self.shape)
-
-    ndim = property(dim)
-
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    def _view(self, shape) -> "ShapeTensor":
-        return ShapeTensor(shape, self.dtype, self.requires_grad, storage=self.storage)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        s = list(self.shape)
-        end = end_dim % len(s)
-        return self._view(s[:start_dim] + [math.prod(s[start_dim:end + 1])] + s[end + 1:])
-
-    def view(self, *shape):
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        if -1 in shape:
-            known = math.prod(d for d in shape if d != -1)
-            shape = tuple(self.numel() // known if d == -1 else d for d in shape)
-        return self._view(shape)
-
-    reshape = view
-
-    def __add__(self, other):
-        return _elementwise(self, other)
-
-    __radd__ = __mul__ = __rmul__ = __sub__ = __rsub__ = __truediv__ = __add__
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        rule = _RULES.get(func)
-        if rule is None:
-            name = getattr(func, "__name__", repr(func))
-            raise NotImplementedError(
-                f"the shape trace has no rule for {name}; register one with "
-                f"ondevice.memory.trace.register_shape_rule({name}, rule)")
-        return rule(*args, **kwargs)
-
-
-def _needs_grad(*values) -> bool:
-    flat = []
-    for v in values:
-        flat.extend(v if isinstance(v, (list, tuple)) else [v])
-    return any(getattr(v, "requires_grad", False) for v in flat)
-
-
-def _new(x: ShapeTensor, shape, *others) -> ShapeTensor:
-    return ShapeTensor(shape, x.dtype, _needs_grad(x, *others))
-
-
-def _elementwise(a, b) -> ShapeTensor:
-    first = a if isinstance(a, ShapeTensor) else b
-    shape = torch.broadcast_shapes(tuple(getattr(a, "shape", ())), tuple(getattr(b, "shape", ())))
-    return _new(first, shape, a, b)
-
-
-def _pair(v, n=2):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
-
-
-def _window(size, kernel, stride, padding, dilation=1, ceil_mode=False):
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def _conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    k, s, d = _pair(weight.shape[2:]), _pair(stride), _pair(dilation)
-    if padding == "same":
-        p = tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
-    else:
-        p = (0, 0) if padding == "valid" else _pair(padding)
-    spatial = [_window(x.shape[2 + i], k[i], s[i], p[i], d[i]) for i in range(2)]
-    return _new(x, (x.shape[0], weight.shape[0], *spatial), weight, bias)
-
-
-def _pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *a, **kw):
-    if isinstance(dilation, bool):  # avg_pool2d's 5th positional argument is ceil_mode
-        dilation, ceil_mode = 1, dilation
-    k, s = _pair(kernel_size), _pair(stride or kernel_size)
-    p, d = _pair(padding), _pair(dilation)
-    return _new(x, (*x.shape[:2], *[_window(x.shape[2 + i], k[i], s[i], p[i], d[i], ceil_mode)
-                                    for i in range(2)]))
-
-
-def _adaptive(x, output_size):
-    out = _pair(output_size)
-    return _new(x, (*x.shape[:2], *[x.shape[2 + i] if o is None else o for i, o in enumerate(out)]))
-
-
-def _interpolate(x, size=None, scale_factor=None, *a, **kw):
-    if size is None:
-        size = [int(math.floor(n * f)) for n, f in zip(x.shape[2:], _pair(scale_factor))]
-    return _new(x, (*x.shape[:2], *_pair(size)))
-
-
-def _same_shape(x, *args, **kwargs):
-    if kwargs.get("inplace") or (len(args) >= 2 and args[-1] is True and isinstance(args[-1], bool)):
-        x.requires_grad = _needs_grad(x, *args)  # in place: the result is the input's storage
-        return x
-    return _new(x, x.shape, *args, *kwargs.values())
-
-
-def _dropout(x, p=0.5, training=True, inplace=False):
-    return _new(x, x.shape) if training and p > 0 else x
-
-
-def _linear(x, weight, bias=None):
-    return _new(x, (*x.shape[:-1], weight.shape[0]), weight, bias)
-
-
-def _flatten(x, start_dim=0, end_dim=-1):
-    return x.flatten(start_dim, end_dim)
-
-
-def _var_mean(x, dim=None, *args, keepdim=False, **kwargs):
-    dims = range(x.dim()) if dim is None else [d % x.dim() for d in _pair(dim, 1)]
-    shape = [1 if i in dims else n for i, n in enumerate(x.shape)] if keepdim else \
-        [n for i, n in enumerate(x.shape) if i not in dims]
-    return _new(x, shape), _new(x, shape)
-
-
-_RULES = {
-    F.conv2d: _conv2d,
-    F.linear: _linear,
-    F.avg_pool2d: _pool2d,
-    F.max_pool2d: _pool2d,
-    torch.max_pool2d: _pool2d,
-    F.adaptive_avg_pool2d: _adaptive,
-    F.interpolate: _interpolate,
-    F.dropout: _dropout,
-    torch.flatten: _flatten,
-    torch.add: _elementwise,
-    torch.mul: _elementwise,
-    torch.var_mean: _var_mean,
-    **{f: _same_shape for f in (
-        F.batch_norm, F.group_norm, F.layer_norm, F.relu, torch.relu, F.relu6, F.hardtanh,
-        F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.silu, F.gelu,
-        F.leaky_relu, F.elu, torch.sqrt, torch.rsqrt, torch.neg)},
-}
-_RULES[F._max_pool2d] = _pool2d  # max_pool2d without indices
-
-
-def register_shape_rule(func, rule=None) -> None:
-    """Teach the shape trace a function that modules call (e.g. a custom fused op, chapter 4).
-
-    ``rule(x, *args, **kwargs)`` returns the output's :class:`ShapeTensor`; by default the output
-    is shaped like the first argument and needs a gradient when any tensor argument does.
-    """
-    _RULES[func] = rule if rule is not None else (lambda x, *args, **kwargs: _new(x, x.shape, *args, *kwargs.values()))
+__all__ = ["Call", "Op", "ShapeTensor", "TensorInfo", "register_shape_rule", "trace", "_conv2d", "_linear",
+           "_new", "_pool2d"]
 
 
 @dataclass
 class Call:
-    """One module call of the traced forward pass, in call order; ``children`` are nested calls."""
+    """One module call of the traced forward pass, in call order; ``children`` are nested calls.
+
+    ``ops``: for a module without a registered rule, the functions its own forward called (their
+    rules say what it keeps); ``measured``: what the fallback measured, for a module run on real
+    tensors (it then has no children)."""
 
     name: str
     module: nn.Module
-    training: bool  # the module's mode in the model (the trace itself runs in eval mode)
+    training: bool  # the module's mode
     inputs: tuple[TensorInfo, ...]
     output: TensorInfo | None = None
     children: list["Call"] = field(default_factory=list)
     index: int = 0  # position in call order (pre-order)
+    outputs: tuple[TensorInfo, ...] = ()
+    ops: list[Op] | None = None
+    measured: list | None = None
 
     @property
     def input(self) -> TensorInfo:
-        return self.inputs[0]
+        """The first tensor argument (an empty placeholder for a call without one)."""
+        return self.inputs[0] if self.inputs else _NO_INPUT
+
+    @property
+    def how(self) -> str:
+        """``"measured, no rule"`` when the fallback measured (part of) it, else ``"derived"``."""
+        if self.measured is not None or any(op.saved is not None for op in self.ops or ()):
+            return "measured, no rule"
+        return "derived"
 
     def child(self, attr: str) -> "Call":
         """The call of sub-module ``attr`` made inside this call (e.g. ``"gate"``)."""
@@ -250,45 +89,234 @@ class Call:
             yield from c.walk()
 
 
+class _Mode(TorchFunctionMode):
+    """Routes torch functions to the shape rules while the trace runs; ``torch.empty(size)`` with
+    a size read from the input becomes shape-only too (a drop-path mask)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not STATE.measuring:
+            if ShapeTensor in types:
+                return dispatch(func, args, kwargs)
+            if func in FACTORIES:
+                return factory(func, args, kwargs)
+        return func(*args, **kwargs)
+
+
+class _Retry(Exception):
+    def __init__(self, module_type: type, error: Exception):
+        super().__init__(str(error))
+        self.module_type, self.error = module_type, error
+
+
+class GenuineError(Exception):
+    """The network itself fails on real tensors (carries the original exception)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _tensors(value, out: list) -> list:
+    if isinstance(value, (ShapeTensor, torch.Tensor)):
+        out.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _tensors(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _tensors(v, out)
+    return out
+
+
+def _info(t) -> TensorInfo:
+    return t.info if isinstance(t, ShapeTensor) else real_info(t)
+
+
+class _Tracer:
+    """One attempt at tracing ``model``; ``measured``: module types run on real tensors."""
+
+    def __init__(self, model: nn.Module, measured: set[type]):
+        from .rules import RULES  # noqa: PLC0415  (rules import this module)
+
+        self.model, self.measured, self.ruled = model, measured, RULES
+        self.names = {m: n for n, m in model.named_modules()}
+        self.originals: dict[int, torch.Tensor] = {}  # id(shape-only stand-in) -> the real tensor
+        self.stack: list[Call] = []
+        self.args: list[tuple] = []  # the arguments of the calls on the stack
+        self.root: list[Call] = []
+
+    def run(self, input_shape, dtype, input_requires_grad) -> Call:
+        swapped, overridden, saved_state = [], [], (STATE.call, STATE.device, STATE.measuring, STATE.depth,
+                                                      STATE.real_ids, STATE.held_real)
+        stand_ins: dict[int, ShapeTensor] = {}
+        held_real = set()
+        device = None
+        for m in self.names:
+            for table in (m._parameters, m._buffers):
+                for n, t in table.items():
+                    if t is None:
+                        continue
+                    device = device or t.device
+                    held_real.add(t.untyped_storage()._cdata)
+                    st = stand_ins.get(id(t))
+                    if st is None:
+                        st = stand_ins[id(t)] = ShapeTensor(t.shape, t.dtype, t.requires_grad, held=True)
+                        self.originals[id(st)] = t
+                    swapped.append((table, n, t))
+                    table[n] = st
+        for m in self.names:
+            if type(m) in self.measured:
+                overridden.append((m, m.__dict__.get("forward")))
+                m.forward = functools.partial(_measured_forward, self, m)
+        STATE.call, STATE.measuring, STATE.depth = None, False, 0
+        STATE.device = device or torch.device("cpu")
+        STATE.real_ids, STATE.held_real = {}, held_real
+        order = itertools.count()
+        h1 = nn.modules.module.register_module_forward_pre_hook(functools.partial(self._pre, order))
+        h2 = nn.modules.module.register_module_forward_hook(self._post)
+        x = ShapeTensor((BatchSize(input_shape[0]), *input_shape[1:]), dtype, input_requires_grad)
+        try:
+            with _Mode():
+                self.model(x)
+        except GenuineError:
+            raise
+        except Exception as error:
+            inner = self.stack[-1] if self.stack else None
+            if isinstance(error, ShapeError) and inner is not None:
+                error.layer, error.layer_type = inner.name, type(inner.module).__name__
+                error.first = bool(inner.inputs) and inner.inputs[0].storage == x.storage
+                if self._fails_for_real(inner):  # the network is wrong, not a rule: say so
+                    raise
+            if inner is None or type(inner.module) in self.measured:
+                raise
+            raise _Retry(type(inner.module), error) from error
+        finally:
+            h1.remove()
+            h2.remove()
+            for table, n, t in swapped:
+                table[n] = t
+            for m, forward in overridden:
+                del m.forward
+                if forward is not None:
+                    m.forward = forward
+            (STATE.call, STATE.device, STATE.measuring, STATE.depth, STATE.real_ids,
+             STATE.held_real) = saved_state
+        (top,) = self.root
+        return top
+
+    def _fails_for_real(self, call: Call) -> bool:
+        """Whether ``call``'s module also fails on real tensors of its input shapes."""
+        from .fallback import measure_module  # noqa: PLC0415
+
+        try:
+            measure_module(call.module, self.args[-1], {}, self.originals, call.name)
+        except GenuineError:
+            return True
+        return False
+
+    def _pre(self, order, module, args):
+        if STATE.measuring or module not in self.names:
+            return
+        self.args.append(args)
+        call = Call(self.names[module] or "(model)", module, module.training,
+                    tuple(_info(t) for t in _tensors(args, [])), index=next(order))
+        if type(module) not in self.ruled and type(module) not in self.measured:
+            call.ops = []
+        (self.stack[-1].children if self.stack else self.root).append(call)
+        self.stack.append(call)
+        STATE.call = call
+
+    def _post(self, module, args, output):
+        if STATE.measuring or module not in self.names:
+            return
+        call = self.stack.pop()
+        self.args.pop()
+        call.outputs = tuple(_info(t) for t in _tensors(output, []))
+        call.output = call.outputs[0] if call.outputs else None
+        STATE.call = self.stack[-1] if self.stack else None
+
+
+def _measured_forward(tracer: _Tracer, module: nn.Module, *args, **kwargs):
+    """The forward of a module the shapes cannot follow: run on real tensors (the fallback)."""
+    if STATE.measuring:  # inside an enclosing measurement: the real forward
+        return type(module).forward(module, *args, **kwargs)
+    from .fallback import measure_module  # noqa: PLC0415
+
+    call = STATE.call
+    out, saved = measure_module(module, args, kwargs, tracer.originals, call.name)
+    call.measured = saved
+    return out
+
+
+def _attempt(model, input_shape, dtype, input_requires_grad, measured) -> Call:
+    while True:
+        try:
+            return _Tracer(model, measured).run(input_shape, dtype, input_requires_grad)
+        except _Retry as retry:
+            measured.add(retry.module_type)
+
+
 def trace(model: nn.Module, input_shape, dtype: torch.dtype = torch.float32,
           input_requires_grad: bool = False) -> Call:
-    """Run ``model`` on a :class:`ShapeTensor` of ``input_shape``; return the root :class:`Call`."""
-    names = {m: n for n, m in model.named_modules()}
-    modes = {m: m.training for m in names}
-    stack: list[Call] = []
-    order = itertools.count()
-    root: list[Call] = []
+    """Run ``model`` on a :class:`ShapeTensor` of ``input_shape``; return the root :class:`Call`.
 
-    def pre(module, args):
-        if module not in names:  # a module that is not part of this model
-            return
-        inputs = tuple(a.info for a in args if isinstance(a, ShapeTensor))
-        call = Call(names[module] or "(model)", module, modes[module], inputs, index=next(order))
-        (stack[-1].children if stack else root).append(call)
-        stack.append(call)
-
-    def post(module, args, output):
-        if module not in names:
-            return
-        out = output[0] if isinstance(output, (tuple, list)) else output
-        stack.pop().output = out.info if isinstance(out, ShapeTensor) else None
-
-    # Parameters become shape-only too, so that parameter-side arithmetic (weight
-    # standardization) costs nothing; a result needs a gradient when its parameter does.
-    params = [(m, n, p) for m in names for n, p in m._parameters.items() if p is not None]
-    h1 = nn.modules.module.register_module_forward_pre_hook(pre)
-    h2 = nn.modules.module.register_module_forward_hook(post)
+    A size no layer can take raises a ``ValueError`` that names the layer and, for an input too
+    small, the smallest height or width that works; a network that fails on real tensors too
+    raises its own error, with a note naming the layer.
+    """
+    measured: set[type] = set()
     try:
-        for m, n, p in params:
-            m._parameters[n] = ShapeTensor(p.shape, p.dtype, p.requires_grad)
-        model.eval()
-        model(ShapeTensor(input_shape, dtype, input_requires_grad))
-    finally:
-        h1.remove()
-        h2.remove()
-        for m, n, p in params:
-            m._parameters[n] = p
-        for m, mode in modes.items():
-            m.training = mode
-    (top,) = root
-    return top
+        return _attempt(model, input_shape, dtype, input_requires_grad, measured)
+    except GenuineError as failure:
+        raise failure.error from None
+    except ShapeError as error:
+        raise _named(model, input_shape, dtype, input_requires_grad, measured, error) from None
+
+
+def _named(model, input_shape, dtype, input_requires_grad, measured, error: ShapeError) -> ValueError:
+    """The ShapeError as a ValueError that names the layer (and the smallest valid input size)."""
+    where = f"layer {error.layer!r} ({error.layer_type})" if getattr(error, "layer", None) else "the model"
+    message = f"input_shape {tuple(map(int, input_shape))}: {where}: {error}"
+    if error.dim is not None and error.dim >= 2 and error.need is not None and len(input_shape) == 4:
+        smallest = _smallest_size(model, input_shape, dtype, input_requires_grad, measured, error.dim)
+        side = {2: "height", 3: "width"}[error.dim]
+        if smallest is not None:
+            message += (f"; the smallest input {side} at which every kernel and pooling window fits is "
+                        f"{smallest} (input_shape[{error.dim}])")
+    elif error.dim == 1 and getattr(error, "first", False):
+        message += f"; input_shape[1] must be {error.need}"
+    return ValueError(message)
+
+
+def _fits(model, shape, dtype, input_requires_grad, measured, dim) -> bool:
+    try:
+        _attempt(model, shape, dtype, input_requires_grad, measured)
+    except ShapeError as error:
+        return not (error.dim == dim and error.need is not None)
+    except Exception:  # noqa: BLE001  (past every window: another error is not about this size)
+        return True
+    return True
+
+
+def _smallest_size(model, input_shape, dtype, input_requires_grad, measured, dim, limit=8192):
+    """The smallest size of input dimension ``dim`` (2: height, 3: width) that every window fits
+    (bisection: sizes that fit stay fitting as they grow)."""
+    def shape_with(n):
+        s = list(input_shape)
+        s[dim] = n
+        return tuple(s)
+
+    lo, hi = int(input_shape[dim]), None  # lo does not fit
+    n = max(2 * lo, lo + 1)
+    while n <= limit:
+        if _fits(model, shape_with(n), dtype, input_requires_grad, measured, dim):
+            hi = n
+            break
+        lo, n = n, 2 * n
+    if hi is None:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _fits(model, shape_with(mid), dtype, input_requires_grad, measured, dim) else (mid, hi)
+    return hi
