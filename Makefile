@@ -2,7 +2,7 @@
 # Both set everything up first (a .venv, the pinned packages, the vendored JavaScript).
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: setup vendor browser book test lab labs strip clean
+.PHONY: setup vendor browser book test lab labs strip clean gpu-compile
 
 PYTHON ?= python3
 VENV := .venv
@@ -46,6 +46,15 @@ $(BOOK): $(INSTALLED) $(VENDORED) $(BOOK_INPUTS) tools/build_book.py
 test: book browser
 	TRITON_INTERPRET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
 		--junitxml=_build/test-results.xml $(PYTEST_ARGS)
+
+# The compile check of tests/test_kernels_compile.py under Triton 3.6.0 (the Triton of torch 2.11,
+# common on GPU machines): that Triton alone, in its own folder ahead of the venv's on the path.
+TRITON_OLD := 3.6.0
+gpu-compile: $(INSTALLED)
+	test -d _build/triton-$(TRITON_OLD)/triton || $(BIN)/python -m pip install --quiet --no-deps \
+		--target _build/triton-$(TRITON_OLD) triton==$(TRITON_OLD)
+	TRITON_INTERPRET=0 PYTHONPATH=_build/triton-$(TRITON_OLD) $(BIN)/python -m kernels.compile_check \
+		--out _build/kernels-compile-triton-$(TRITON_OLD).json
 
 lab: $(INSTALLED)
 	$(BIN)/jupyter lab $(ROOT_FLAG) --notebook-dir=.
