@@ -7,8 +7,13 @@
   only the mask;
 - :mod:`.activations` (plain torch) and :mod:`.activations_triton` (its Triton copy): the one
   definition of relu / relu6 / hardswish, their masks and the Hard-Swish surrogate;
-- :mod:`.roofline`: the HBM byte floor the benchmark compares against; :mod:`.relu6`: the
-  primer's first kernel; :mod:`.runtime`: where a kernel runs; :mod:`.checks`: argument checks.
+- :mod:`.tiling` and :mod:`.group_stats`: how the fused kernels cut a tensor into programs, and
+  GroupNorm's statistics in two launches;
+- :mod:`.roofline`: the HBM byte floor the benchmark compares against; :mod:`.launch_plan`: the
+  launches of a step and their predicted time on a GPU; :mod:`.compile_check`: every kernel
+  variant compiled ahead of time for sm_90 and sm_80, its resources checked;
+- :mod:`.relu6`: the primer's first kernel; :mod:`.runtime`: where a kernel runs (and the
+  launch hook); :mod:`.checks`: argument checks.
 
 Importing this package first switches Triton to its CPU interpreter when no GPU is present
 (see :mod:`kernels.runtime`), so it must be imported before anything imports ``triton``.

@@ -14,11 +14,14 @@ per element in the layout of :mod:`kernels.bits`, and ``scale`` when ``x`` needs
 - :func:`affine_act`: the autograd-aware function (Triton, or the torch twin; ``backend=``);
 - :func:`affine_act_forward` / :func:`affine_act_forward_reference`: the forward kernel and its
   plain-torch twin (``y`` and the packed mask);
+- :func:`norm_act_forward` and ``_norm_act_fwd_kernel``: the normalise-scale-shift-activate-pack
+  pass over the row tiles of :mod:`kernels.tiling`, which :mod:`kernels.group_norm_act` runs with
+  its per-(sample, group) statistics and :func:`affine_act_forward` with one slab of mean 0 and
+  rstd 1;
 - :func:`saved_by_affine_act`: what the function keeps for backward, for the memory engine;
 - :func:`frozen_scale_shift`: ``scale`` and ``shift`` of a norm with frozen statistics (also
   used by MobileTL's plain-torch shift-only norm, ``ondevice.blocks.FrozenStatsBatchNorm2d``);
-- ``affine_act_tile``: the Triton device function that :mod:`kernels.group_norm_act` reuses for
-  its normalise-and-activate step.
+- ``affine_act_tile``: the Triton device function of the scale-shift-activate step.
 """
 
 from __future__ import annotations

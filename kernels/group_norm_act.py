@@ -1,5 +1,5 @@
-"""GroupNorm + activation fused into one Triton kernel that keeps a 1-bit mask (chapter 4, "The
-fused forward" and "The backward").
+"""GroupNorm + activation fused, keeping a 1-bit mask (chapter 4, "The fused forward" and "The
+backward").
 
 Forward, for sample ``n`` and group ``g`` (its ``M = (C / G) H W`` elements; chapter 2,
 "GroupNorm vs BatchNorm"):
@@ -7,19 +7,21 @@ Forward, for sample ``n`` and group ``g`` (its ``M = (C / G) H W`` elements; cha
     mu = mean(x),  var = mean((x - mu)^2),  rstd = 1 / sqrt(var + eps),
     x_hat = (x - mu) * rstd,   z = gamma_c * x_hat + beta_c,   y = f(z).
 
-One Triton program per (sample, group) makes two sweeps over its slab: the first computes the
-statistics with a numerically stable one-pass scheme (Welford per lane, lanes merged with Chan's
-formula: no ``E[x^2] - E[x]^2`` cancellation, so an input offset of 1e4 is harmless); the
-second normalises, applies ``gamma``, ``beta`` and the activation, writes ``y`` and packs the
-activation's 1-bit mask. It stores ``mu`` and ``rstd`` (float32, whatever ``x``'s dtype).
+On Triton it takes three launches over the row tiles of :mod:`kernels.tiling` (a row is one
+(sample, channel)), so that the work fills a GPU whatever ``N`` and ``G``: partial statistics
+per row and chunk, a fixed-order combine per slab (:mod:`kernels.group_stats`: two-pass within a
+tile, Chan's formula across tiles and partials, no ``E[x^2] - E[x]^2`` cancellation, so an input
+offset of 1e4 is harmless), then one pass that normalises, applies ``gamma``, ``beta`` and the
+activation, writes ``y`` and packs the activation's 1-bit mask
+(:func:`kernels.affine_act.norm_act_forward`). It stores ``mu`` and ``rstd`` (float32, whatever
+``x``'s dtype).
 
 **Mask layout.** Exactly :mod:`kernels.bits`'s: element ``i`` of the flattened NCHW tensor is
 bit ``i % 32`` of int32 word ``i // 32``, so ``unpack_bits(words, x.numel())`` is the mask.
-The second sweep walks its slab in tiles of whole words, aligned to the tensor's word grid, so a
-program writes every word that lies inside its slab with a plain store. When ``M`` is not a
-multiple of 32, the (at most two) words at a slab's ends also hold bits of the neighbouring slabs;
-those are combined with an atomic OR into a zero-initialised buffer. OR does not depend on the
-order, so the words are still deterministic and identical to ``pack_bits`` of the mask.
+When rows start on a word boundary (``H W % 32 == 0``) every 32-element segment of a tile is one
+word, written with a plain store; otherwise the words that two segments share are combined with
+an atomic OR into a zero-initialised buffer. OR does not depend on the order, so the words are
+still deterministic and identical to ``pack_bits`` of the mask.
 
 **Backward** (:mod:`kernels.norm_act_backward`): ``backward="exact"`` keeps ``x``, the mask and
 the statistics and computes the exact GroupNorm input gradient; ``backward="detached"`` keeps

@@ -64,6 +64,14 @@ if triton is not None:
         tl.store(mean_ptr + out, mean, mask=rows1 < n_rows)
         tl.store(m2_ptr + out, m2, mask=rows1 < n_rows)
 
+    @triton.jit
+    def _partials_at(pmean_ptr, base, p0, P, S, HW, span, BLOCK: tl.constexpr):
+        """Partials ``p0 .. p0 + BLOCK`` of a slab: offsets, which exist, their counts and means."""
+        p = p0 + tl.arange(0, BLOCK)
+        ok = p < P
+        n_p = tl.minimum(HW - (p % S) * span, span).to(tl.float32)  # elements of row chunk p % S
+        return p, ok, n_p, tl.load(pmean_ptr + base + p, mask=ok, other=0.0)
+
     @triton.jit(do_not_specialize=["Cg", "S", "HW", "span"])
     def _group_stats_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, Cg, S, HW, span, eps,
                             BLOCK: tl.constexpr):
@@ -74,19 +82,13 @@ if triton is not None:
         M = (Cg * HW).to(tl.float32)
         ref = tl.load(pmean_ptr + base)
         acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for p0 in range(0, P, BLOCK):
-            p = p0 + tl.arange(0, BLOCK)
-            ok = p < P
-            n_p = tl.minimum(HW - (p % S) * span, span).to(tl.float32)
-            mu = tl.load(pmean_ptr + base + p, mask=ok, other=0.0)
+        for p0 in range(0, P, BLOCK):  # the mean, relative to the first partial's
+            p, ok, n_p, mu = _partials_at(pmean_ptr, base, p0, P, S, HW, span, BLOCK)
             acc += tl.where(ok, n_p * (mu - ref), 0.0)
         mean = ref + tl.sum(acc, axis=0) / M
         acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for p0 in range(0, P, BLOCK):
-            p = p0 + tl.arange(0, BLOCK)
-            ok = p < P
-            n_p = tl.minimum(HW - (p % S) * span, span).to(tl.float32)
-            mu = tl.load(pmean_ptr + base + p, mask=ok, other=0.0)
+        for p0 in range(0, P, BLOCK):  # M sigma^2 = sum m2_i + sum n_i (mu_i - mu)^2
+            p, ok, n_p, mu = _partials_at(pmean_ptr, base, p0, P, S, HW, span, BLOCK)
             m2 = tl.load(pm2_ptr + base + p, mask=ok, other=0.0)
             acc += tl.where(ok, m2 + n_p * (mu - mean) * (mu - mean), 0.0)
         tl.store(mean_ptr + slab, mean)
