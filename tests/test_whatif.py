@@ -1,15 +1,20 @@
-"""The what-if explorer: same numbers as the engine; the verdict flips at the computed boundary."""
+"""The what-if explorer: same numbers as the engine; the verdict flips at the computed boundary;
+bad questions are refused by answer, total and limits alike; the widget keeps a chosen method."""
 
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 
 from ondevice import methods
+from ondevice.devices import PRESETS
 from ondevice.memory import estimate
 from ondevice.models import build
-from ondevice.whatif import (DEVICES, MAX_BATCH, RESOLUTIONS, Explorer, Question, answer, limits,
-                             configured, methods_for, network, problems, static_explorer, total)
+from ondevice.whatif import (FALLBACK, MAX_BATCH, RESOLUTIONS, Question, answer, configured, explorer,
+                             limits, method_on, methods_for, network, problems, total, verdict)
+from ondevice.whatif_data import Page
+from ondevice.whatif_widgets import Explorer
 
 Q = Question(model="proxylessnas_mobile", method="tinytl_lb", resolution=160, batch=8, frozen_bits=8,
              optimizer="adam", profile="paper", budget=40e6)
@@ -45,16 +50,40 @@ def test_resnet_has_no_lite_residual_methods():
 
 @pytest.mark.parametrize("change, words", [
     ({"batch": 0}, "batch must be a whole number from 1"),
+    ({"batch": -5}, "batch must be a whole number from 1"),
+    ({"batch": True}, "batch must be a whole number from 1"),
     ({"resolution": 32}, "resolution must be"),
-    ({"budget": -5.0}, "budget must be a positive number"),
+    ({"budget": -5.0}, "budget must be a positive, finite number"),
+    ({"budget": math.nan}, "budget must be a positive, finite number"),
+    ({"budget": True}, "budget must be a positive, finite number"),
     ({"method": "mobiletl_x"}, "method must be one of"),
     ({"profile": "exact"}, "profile must be one of"),
+    ({"profile": "masked", "backward": "approximate"}, "backward must be one of"),
 ])
-def test_nonsense_is_explained(change, words):
+def test_nonsense_is_explained_by_answer_total_and_limits_alike(change, words):
     q = replace(Q, **change)
     assert any(words in p for p in problems(q))
-    with pytest.raises(ValueError, match=words):
-        answer(q)
+    for ask in (answer, total, limits):
+        with pytest.raises(ValueError, match=words):
+            ask(q)
+
+
+def test_masked_profile_answers_with_its_backward_mode():
+    q = replace(Q, profile="masked", frozen_bits=32)
+    model = configured(Q.model, Q.method)
+    for mode in ("exact", "detached"):
+        expected = estimate(model, (8, 3, 160, 160), profile="masked", backward=mode, frozen_param_bits=32,
+                            optimizer="adam")
+        assert answer(replace(q, backward=mode)).total == expected.total
+    assert answer(replace(q, backward="detached")).total < answer(q).total
+    assert answer(replace(Q, backward="detached")).total == answer(Q).total  # only masked has modes
+
+
+def test_verdict_gives_the_total_in_mb_with_two_decimals():
+    a = answer(Q)
+    assert f"{a.total / 1e6:,.2f} MB" in verdict(a)
+    tiny = answer(replace(Q, budget=a.total + 10))  # a margin under 100 kB is written in KB
+    assert verdict(tiny) == f"fits: {a.total / 1e6:,.2f} MB of {tiny.question.budget / 1e6:,.2f} MB, 0.0 KB to spare"
 
 
 def test_ui_verdict_flips_at_the_computed_boundary():
@@ -80,41 +109,37 @@ def test_ui_turns_bad_input_into_a_message_not_a_traceback():
     assert ex.last is not None
 
 
-def test_ui_device_presets_and_model_switch():
+def test_ui_device_presets_subtract_and_a_typed_budget_is_custom():
     ex = Explorer(Q)
-    ex.controls["device"].value = "Raspberry Pi Zero (512 MiB)"
-    assert ex.question().budget == DEVICES["Raspberry Pi Zero (512 MiB)"]
-    ex.controls["model"].value = "resnet50"  # the method list follows the model
-    assert ex.controls["method"].value in methods_for("resnet50") and ex.last is not None
+    pi = PRESETS["Raspberry Pi Zero 2 W (512 MB)"]
+    ex.controls["device"].value = pi.name
+    assert ex.question().budget == pi.budget < pi.ram and ex.controls["budget_mb"].value == pi.budget / 1e6
+    ex.controls["budget_mb"].value = 50.0
+    assert ex.controls["device"].value == "custom" and ex.question().budget == 50e6
 
 
-def test_static_figure_matches_the_engine_at_sampled_grid_points():
-    batches = (1, 8)
-    fig = static_explorer(batches=batches, resolutions=(96, 224, 320))
-    assert len(fig.frames) == 3 and fig.layout.sliders[0].steps[1].label == "224"
-    names = methods_for("proxylessnas_mobile")
-    for frame, res in zip(fig.frames, (96, 224, 320)):
-        for trace, b in zip(frame.data, batches):
-            for m, y in zip(trace.x, trace.y):
-                model = configured("proxylessnas_mobile", m)
-                expected = estimate(model, (b, 3, res, res), profile="paper", frozen_param_bits=8,
-                                    optimizer="adam").total
-                assert y == expected / 1e6
-    assert list(fig.frames[0].data[0].x) == names
+def test_ui_model_switch_keeps_a_valid_method_chosen_on_purpose():
+    ex = Explorer(Q)  # tinytl_lb
+    calls = []
+    update = ex.update
+    ex.update = lambda: (calls.append(1), update())
+    ex.controls["model"].value = "resnet50"  # no inverted residual blocks: what is left of TinyTL-L+B
+    assert ex.controls["method"].value == FALLBACK["tinytl_lb"] == "tinytl_b" and len(calls) == 1
+    assert ex.last is not None and ex.last.question.method == "tinytl_b"
+    ex.controls["model"].value = "mobilenet_v2"  # the reader's choice comes back where it applies
+    assert ex.controls["method"].value == "tinytl_lb"
+    ex.controls["method"].value = "ft_norm_last"  # valid everywhere: ipywidgets alone would reset it
+    ex.controls["model"].value = "resnet50"
+    assert ex.controls["method"].value == "ft_norm_last"
+    assert method_on("resnet50", "mobiletl") == "ft_norm_last" and method_on("mobilenet_v2", "mobiletl") == "mobiletl"
 
 
-def test_static_figure_labels_every_budget_line_where_the_line_is():
-    import math
-
-    fig = static_explorer(batches=(1,), resolutions=(96, 512))
-    labels = {a.text: a.y for a in fig.layout.annotations}
-    lines = sorted(s.y0 for s in fig.layout.shapes)
-    assert lines == sorted(v / 1e6 for v in DEVICES.values())
-    for name, size in DEVICES.items():  # log axis: annotations sit at log10 of the value
-        assert labels[name] == math.log10(size / 1e6)
-    low, high = fig.layout.yaxis.range
-    bars = [y for f in fig.frames for t in f.data for y in t.y]
-    assert 10**low < min(bars + lines) and 10**high > max(bars + lines)
+def test_explorer_is_the_in_browser_page_while_the_static_book_builds(monkeypatch):
+    monkeypatch.setenv("BOOK_STATIC", "1")
+    page = explorer(Question(budget=64e6))
+    assert isinstance(page, Page) and 'data-question="{&quot;model&quot;' in page._repr_html_()
+    monkeypatch.delenv("BOOK_STATIC")
+    assert not isinstance(explorer(Question(budget=64e6)), Page)
 
 
 def test_mobiletl_is_offered_on_its_own_batchnorm_network():

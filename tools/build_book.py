@@ -7,12 +7,20 @@ results are reused from Jupyter Book's cache (``_build/.jupyter_cache``) when a 
 unchanged. The cache does not know about the library, so it is dropped whenever a file under
 ``ondevice/``, ``kernels/`` or ``requirements.txt`` changes.
 
+Before that, the in-browser what-if explorer (chapter 5) gets its files in ``_build/extra/explorer/``
+(copied to the HTML root like the vendored JavaScript): ``js/explorer/*.js`` and the numbers
+``python -m ondevice.whatif_data`` precomputes with the memory engine (about a minute on two
+cores; redone only when the library or ``benchmarks/results/train_memory-*.json`` changed).
+Notebooks run with ``BOOK_STATIC=1``, so ``ondevice.whatif.explorer()`` draws that explorer
+instead of a widget whose saved controls would do nothing without a kernel.
+
 Usage: ``python tools/build_book.py [SOURCE_DIR]`` (default: the repository root).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -42,12 +50,37 @@ def drop_stale_cache(source: Path) -> None:
     stamp.write_text(digest)
 
 
+def write_explorer(source: Path) -> int:
+    """The explorer's script and data under ``_build/extra/explorer/`` (data only when stale)."""
+    out = source / "_build" / "extra" / "explorer"
+    out.mkdir(parents=True, exist_ok=True)
+    for js in sorted((ROOT / "js" / "explorer").glob("*.js")):
+        shutil.copy2(js, out / js.name)
+    measured = sorted((ROOT / "benchmarks" / "results").glob("train_memory-*.json"))
+    h = hashlib.sha256(library_digest().encode())
+    for path in measured:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    data, stamp = out / "whatif-data.js", out / "whatif-data.sha256"
+    if data.exists() and stamp.exists() and stamp.read_text() == h.hexdigest():
+        return 0
+    cmd = [sys.executable, "-m", "ondevice.whatif_data", str(data)]
+    print("+", " ".join(cmd), flush=True)
+    code = subprocess.call(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if code == 0:
+        stamp.write_text(h.hexdigest())
+    return code
+
+
 def build(source: Path) -> int:
     drop_stale_cache(source)
+    if write_explorer(source):
+        print("error: the what-if explorer's data could not be computed", file=sys.stderr)
+        return 1
     exe = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(exe), "build", str(source), "--builder", "html", "--all", "-W", "-n", "--keep-going"]
     print("+", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env={**os.environ, "BOOK_STATIC": "1"})
 
 
 if __name__ == "__main__":
