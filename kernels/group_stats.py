@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .runtime import launch
-from .tiling import COMBINE_BLOCK, COLS, NUM_WARPS, ROWS, SEGS, RowGrid, aligned, row_grid, sm_count
+from .tiling import COMBINE_BLOCK, NUM_WARPS, ROWS, SEGS, RowGrid, aligned, row_grid, sm_count
 
 try:
     import triton
@@ -114,7 +114,7 @@ def group_stats(x: torch.Tensor, num_groups: int, eps: float) -> tuple[torch.Ten
     mean = torch.empty(n, num_groups, dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     launch(_group_stats_kernel, (n * num_groups,), part_mean, part_m2, mean, rstd, c // num_groups, plan.chunks,
-           hw, COLS * plan.iters, float(eps), BLOCK=COMBINE_BLOCK, num_warps=NUM_WARPS)
+           hw, plan.span, float(eps), BLOCK=COMBINE_BLOCK, num_warps=NUM_WARPS)
     return mean, rstd
 
 

@@ -79,11 +79,6 @@ class RowGrid:
         """Elements of a row one program covers."""
         return COLS * self.iters
 
-    @property
-    def lane_use(self) -> float:
-        """Share of the tiles' lanes that hold an element (rows and rows' ends pad the rest)."""
-        return self.rows * self.hw / (self.row_blocks * ROWS * cdiv(self.hw, COLS) * COLS)
-
 
 def row_grid(rows: int, hw: int, sm_count: int) -> RowGrid:
     """The grid for ``rows`` rows of ``hw`` elements on a GPU with ``sm_count`` SMs (module doc)."""
