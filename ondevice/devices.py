@@ -56,6 +56,18 @@ class Device:
         """Bytes left for a training step: RAM minus every deduction."""
         return self.ram - sum(d.bytes for d in self.deductions)
 
+    def describe(self) -> str:
+        """The RAM, each deduction with its source, and the budget, one per line."""
+        lines = [f"{self.name}: RAM {binary(self.ram)} ({self.ram_source})"]
+        lines += [f"  - {d.what}: {binary(d.bytes)} ({d.source})" for d in self.deductions]
+        lines.append(f"  = training budget {binary(self.budget)} = {self.budget / 1e6:,.2f} MB")
+        return "\n".join(lines)
+
+
+def binary(n: int) -> str:
+    """Bytes in MiB, or in KiB under 1 MiB (as boards' memory is sold)."""
+    return f"{n / MIB:,.0f} MiB" if n >= MIB else f"{n / KIB:,.0f} KiB"
+
 
 LINUX = Deduction("headless Linux (kernel, systemd, networking, sshd)", 100 * MIB,
                   "our assumption, not measured on a board; measure yours with `free -m`")

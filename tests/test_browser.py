@@ -234,7 +234,7 @@ def test_what_if_explorer_keeps_a_method_predicts_first_and_explains_a_bad_budge
     control("model").select_option("mobilenet_v2")  # the reader's choice comes back
     assert control("method").input_value() == "tinytl_lb"
     control("device").select_option("Raspberry Pi Zero 2 W (512 MB)")  # the budget after the deductions
-    assert "= budget 128.00 MiB (134.22 MB)" in control("device-note").inner_text()
+    assert "= budget 128 MiB (134.22 MB)" in control("device-note").inner_text()
     control("predict-first").check()
     control("batch").evaluate("el => { el.value = '16'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
     assert control("answer").is_hidden() and control("guess").is_visible()
@@ -242,6 +242,25 @@ def test_what_if_explorer_keeps_a_method_predicts_first_and_explains_a_bad_budge
     control("reveal").click()
     assert control("verdict").is_visible() and "off by" in control("guess-result").inner_text()
     control("predict-first").uncheck()
+    # A measured step for this configuration shows beside the prediction (a row as
+    # benchmarks/train_memory.py records them, put into the page's data here).
+    control("profile").select_option("masked")
+    control("backward").select_option("detached")
+    shown = {k: control(k).input_value() for k in ("model", "method", "resolution", "batch", "optimizer", "frozen-bits")}
+    assert shown["model"] == "mobilenet_v2" and "No measured" in control("measured").inner_text()
+    page.evaluate("""row => { const ex = document.querySelector(".whatif-explorer").whatif;
+                              ex.data.measured.rows.push(row); ex.data.measured.files.push(row.file); ex.update(); }""",
+                  {"network": "mobilenet_v2", "method": shown["method"], "resolution": int(shown["resolution"]),
+                   "batch": int(shown["batch"]), "optimizer": shown["optimizer"], "frozen_bits": int(shown["frozen-bits"]),
+                   "variant": "detached", "measured_peak": 123_456_789, "estimated_peak": 120_000_000,
+                   "device": "test-gpu", "file": "train_memory-test-gpu.json"})
+    assert control("measured").inner_text().startswith("Measured on test-gpu: peak 123.46 MB")
+    control("backward").select_option("exact")  # another variant: that row does not match
+    assert control("measured").inner_text().startswith("No measured step for this configuration among the 1")
+    # Numbers are written as Python writes them: exact binary values, ties to even, commas.
+    values = [0.125, 0.375, 2.675, 1.005, 21.125, -0.004, 1234567.891, 0.5, 1.5, 2.5, 99999.995, 1e-7]
+    written = page.evaluate("vs => vs.map(v => [0, 1, 2].map(d => WhatIf.pyFixed(v, d)))", values)
+    assert written == [[f"{v:,.{d}f}" for d in (0, 1, 2)] for v in values]
     control("budget-mb").fill("-3")
     assert control("device").input_value() == "custom"
     assert control("verdict").inner_text().startswith("Cannot answer: budget must be a positive")

@@ -51,7 +51,7 @@
     var negative = x < 0, a = Math.abs(x), s = a.toFixed(digits);
     var long = a.toFixed(digits + 25), tail = long.slice(-25);
     if (tail === "5" + "0".repeat(24)) {  // x lies exactly halfway
-      var down = long.slice(0, long.length - 25);
+      var down = long.slice(0, long.length - 25).replace(/\.$/, "");
       if (Number(down.charAt(down.length - 1)) % 2 === 0) s = down;
     }
     var parts = s.split(".");
@@ -61,6 +61,10 @@
 
   function mb(n) {  // ondevice.whatif._mb
     return Math.abs(n) >= 1e5 ? pyFixed(n / 1e6, 2) + " MB" : pyFixed(n / 1e3, 1) + " KB";
+  }
+
+  function binary(n) {  // ondevice.devices.binary
+    return n >= 1048576 ? pyFixed(n / 1048576, 0) + " MiB" : pyFixed(n / 1024, 0) + " KiB";
   }
 
   function verdict(a) {
@@ -298,10 +302,9 @@
   Explorer.prototype.deviceText = function () {
     var d = this.device();
     if (!d) return "Custom budget: type it in MB. Presets subtract what firmware, the OS and the runtime take.";
-    var mib = function (n) { return pyFixed(n / 1048576, 2) + " MiB"; };
-    return d.name + ": RAM " + mib(d.ram) + " (" + d.ram_source + ")" + d.deductions.map(function (x) {
-      return " - " + x.what + " " + mib(x.bytes) + " (" + x.source + ")";
-    }).join("") + " = budget " + mib(d.budget) + " (" + mb(d.budget) + ").";
+    return d.name + ": RAM " + binary(d.ram) + " (" + d.ram_source + ")" + d.deductions.map(function (x) {
+      return " - " + x.what + " " + binary(x.bytes) + " (" + x.source + ")";
+    }).join("") + " = budget " + binary(d.budget) + " (" + mb(d.budget) + ").";
   };
 
   Explorer.prototype.drawLimits = function (rows, chosen) {
@@ -429,5 +432,5 @@
     });
   }
 
-  window.WhatIf = {mount: mount, answer: answer, limits: limits, verdict: verdict, pyFixed: pyFixed, at: at};
+  window.WhatIf = {mount: mount, answer: answer, limits: limits, verdict: verdict, pyFixed: pyFixed, binary: binary, at: at};
 })();
