@@ -9,13 +9,22 @@ from torch import nn
 from ondevice.blocks import ConvNormAct, InvertedResidual, SkipBlock, make_divisible
 from ondevice.models import ZOO, WSConv2d, build, num_groups, to_groupnorm
 
-PUBLISHED = {  # 1000-class heads (torchvision; ProxylessNAS release for proxylessnas_mobile)
-    "mobilenet_v2": 3_504_872,
-    "proxylessnas_mobile": 4_080_512,
-    "mobilenet_v3_large": 5_483_032,
-    "mobilenet_v3_small": 2_542_856,
-    "resnet50": 25_557_032,
+PUBLISHED = {  # 1000-class heads, as each reference implementation reports them:
+    "mobilenet_v2": 3_504_872,  # torchvision mobilenet_v2
+    "proxylessnas_mobile": 4_080_512,  # the ProxylessNAS release
+    "mobilenet_v3_large": 5_483_032,  # torchvision mobilenet_v3_large
+    "mobilenet_v3_small": 2_542_856,  # torchvision mobilenet_v3_small
+    "resnet50": 25_557_032,  # torchvision resnet50
+    "resnet18": 11_689_512,  # torchvision resnet18
+    "inception_v3": 27_161_264,  # torchvision inception_v3, auxiliary classifier counted (aux_logits=True)
+    "efficientnet_b0": 5_288_548,  # torchvision efficientnet_b0
+    "mnasnet1_0": 4_383_312,  # torchvision mnasnet1_0
+    # timm's mobilenetv2_140 reports 6.1 M; the exact count is torchvision's MobileNetV2 rules
+    # (make_divisible, last conv 1280 x 1.4) at width 1.4, which our mobilenet_v2 matches at 1.0
+    "mobilenet_v2_140": 6_108_776,
 }
+INCEPTION_WITHOUT_AUX = 23_834_568  # torchvision inception_v3(aux_logits=False)
+SIZE = {"inception_v3": 75}  # the smallest input Inception-V3 takes (torchvision's min_size); others 64
 MOBILE = ["mobilenet_v2", "proxylessnas_mobile", "mobilenet_v3_large", "mobilenet_v3_small"]
 
 
@@ -37,11 +46,36 @@ def test_published_parameter_count(name):
     assert n_params(on_meta(name)) == PUBLISHED[name]
 
 
+def test_inception_without_its_auxiliary_classifier():
+    assert n_params(on_meta("inception_v3", aux_logits=False)) == INCEPTION_WITHOUT_AUX
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
-def test_num_classes_changes_only_the_head(name):
+def test_num_classes_changes_only_the_heads(name):
     model = on_meta(name, num_classes=10)
-    head_in = model.last_linear.in_features
-    assert n_params(model) == PUBLISHED[name] - 990 * (head_in + 1)
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 10]
+    assert model.last_linear in heads  # Inception-V3 has a second head, its auxiliary classifier
+    assert n_params(model) == PUBLISHED[name] - sum(990 * (h.in_features + 1) for h in heads)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "inception_v3", "efficientnet_b0", "mnasnet1_0", "mobilenet_v2_140"])
+def test_new_backbones_run_and_train_their_output_layer(name):
+    from ondevice import methods
+
+    torch.manual_seed(0)
+    model = build(name, num_classes=7).eval()
+    size = SIZE.get(name, 64)
+    with torch.no_grad():
+        y = model(torch.randn(1, 3, size, size + 3))
+    assert y.shape == (1, 7) and torch.isfinite(y).all()
+    assert methods.output_layer(model) is model.last_linear  # FT-Last trains the classifier
+
+
+def test_inception_returns_its_auxiliary_logits_in_training():
+    model = on_meta("inception_v3", num_classes=5).train()
+    logits, aux = model(torch.empty(2, 3, 299, 299, device="meta"))  # batch 2: BatchNorm on a 1 x 1 map
+    assert logits.shape == aux.shape == (2, 5)
+    assert model.eval()(torch.empty(1, 3, 75, 75, device="meta")).shape == (1, 5)
 
 
 @pytest.mark.parametrize("name", MOBILE)
@@ -143,11 +177,12 @@ def test_to_groupnorm_swaps_everything():
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_to_groupnorm_on_meta(name):
-    model = to_groupnorm(on_meta(name))
+    model = to_groupnorm(on_meta(name)).eval()
     assert n_params(model) == PUBLISHED[name]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert all(p.is_meta for p in model.parameters())
-    assert model(torch.empty(1, 3, 64, 64, device="meta")).shape == (1, 1000)
+    size = SIZE.get(name, 64)
+    assert model(torch.empty(1, 3, size, size, device="meta")).shape == (1, 1000)
 
 
 def test_to_groupnorm_without_weight_standardization():

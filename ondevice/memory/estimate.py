@@ -30,6 +30,7 @@ and workspaces are not modelled (chapter 5 compares with CUDA measurements).
 
 from __future__ import annotations
 
+import operator
 import weakref
 from dataclasses import dataclass, field
 
@@ -163,13 +164,42 @@ def kernelized_on_meta(model: nn.Module, backward: str) -> nn.Module:
     return copy
 
 
+_DIMS = ("batch", "channels", "height", "width")
+
+
+def _input_shape(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as four positive ints (numpy and tensor integers accepted), or a
+    TypeError / ValueError naming the argument and what it must be. Sizes that no layer can
+    take (a kernel larger than its input, channels that do not match) are found by the trace,
+    which names the layer."""
+    example = "a shape (batch, channels, height, width) such as (8, 3, 224, 224)"
+    if isinstance(input_shape, torch.Tensor) and input_shape.dim() > 0 and input_shape.is_floating_point():
+        raise TypeError(f"input_shape must be {example}, got a tensor of values; pass x.shape")
+    if input_shape is None or isinstance(input_shape, (str, bytes, dict)) or not hasattr(input_shape, "__iter__"):
+        raise TypeError(f"input_shape must be {example}, got {input_shape!r}")
+    dims = tuple(input_shape)
+    if len(dims) != 4:
+        hint = " (add the batch size first: (1, *shape))" if len(dims) == 3 else ""
+        raise ValueError(f"input_shape must have 4 dims (batch, channels, height, width), got {len(dims)}: "
+                         f"{tuple(dims)!r}{hint}")
+    shape = []
+    for i, (name, d) in enumerate(zip(_DIMS, dims)):
+        if isinstance(d, bool) or type(d).__name__ in ("bool", "bool_"):  # numpy's bool too
+            raise TypeError(f"input_shape[{i}] ({name}) must be an int, got the bool {d!r}")
+        try:
+            n = operator.index(d)
+        except TypeError:
+            raise TypeError(f"input_shape[{i}] ({name}) must be an int, got {type(d).__name__} {d!r}") from None
+        if n < 1:
+            raise ValueError(f"input_shape[{i}] ({name}) must be >= 1, got {n}")
+        shape.append(n)
+    return tuple(shape)
+
+
 def _check(model, input_shape, profile, frozen_param_bits, optimizer, backward):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    shape = tuple(input_shape)
-    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(f"input_shape must be (batch, channels, height, width) of positive "
-                         f"ints, got {input_shape!r}")
+    shape = _input_shape(input_shape)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     if frozen_param_bits not in FROZEN_BITS:

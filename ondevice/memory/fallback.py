@@ -18,6 +18,8 @@ gets random stand-ins. Every result is labelled ``measured, no rule`` in the rep
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -38,12 +40,16 @@ class _Real:
         real = self.made.get(id(t))
         if real is None:
             shape = [int(d) * self.scale if type(d) is BatchSize else int(d) for d in t.shape]
+            layout = _permuted_layout(t)
+            numel = math.prod(shape)
             if t.dtype.is_floating_point:
-                real = torch.randn(shape, dtype=t.dtype, device=self.device)
+                real = torch.randn(numel if layout else shape, dtype=t.dtype, device=self.device)
                 if t.requires_grad:
                     real = real.requires_grad_().clone()  # not a leaf: in-place calls stay legal
             else:
-                real = torch.zeros(shape, dtype=t.dtype, device=self.device)
+                real = torch.zeros(numel if layout else shape, dtype=t.dtype, device=self.device)
+            if layout:  # a transposed or permuted view: the same layout, so the same kernels run
+                real = real.as_strided(shape, _dense_strides(shape, t.strides))
             self.made[id(t)] = real
             key = real.untyped_storage()._cdata
             self.sources[key] = t
@@ -65,15 +71,32 @@ class _Real:
         return value
 
 
+def _permuted_layout(t: ShapeTensor) -> bool:
+    """Whether ``t`` is a dense tensor in a permuted layout (a transpose or permute of a
+    contiguous one), which a stand-in can reproduce at any batch."""
+    if t.strides is None or t.is_contiguous():
+        return False
+    order = sorted(range(t.dim()), key=lambda i: -t.strides[i])
+    step = 1
+    for i in reversed(order):
+        if t.shape[i] != 1 and t.strides[i] != step:
+            return False
+        step *= int(t.shape[i])
+    return True
+
+
 class _Log:
     """The storages autograd saves, once each: (storage key, bytes)."""
 
     def __init__(self):
         self.saved: dict[int, int] = {}
+        self._alive: list = []  # each storage held until counted, so no key is reused
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        self.saved.setdefault(storage._cdata, storage.nbytes())
+        if storage._cdata not in self.saved:
+            self.saved[storage._cdata] = storage.nbytes()
+            self._alive.append(storage)
         return t.detach()  # an alias, not the tensor: no reference cycle through the graph
 
     @staticmethod
@@ -196,7 +219,7 @@ def measure_function(func, args, kwargs):
 def measure_module(module: nn.Module, args, kwargs, originals: dict[int, torch.Tensor], name: str):
     """A whole module run on real tensors (its forward reads values, or calls what the fallback
     cannot run): (outputs, what it keeps). Errors are the network's own (GenuineError)."""
-    from .trace import GenuineError  # noqa: PLC0415
+    from .trace import GenuineError, refresh_rnn_weights  # noqa: PLC0415
 
     params: dict[int, torch.Tensor] = {}  # stand-in -> real parameter, for both runs
 
@@ -224,11 +247,13 @@ def measure_module(module: nn.Module, args, kwargs, originals: dict[int, torch.T
                         table[n] = make(v)
                         real.held.add(table[n].untyped_storage()._cdata)
                         swapped.append((table, n, v))
+        refresh_rnn_weights(module.modules())
         try:
             return module(*a, **k)
         finally:
             for table, n, v in swapped:
                 table[n] = v
+            refresh_rnn_weights(module.modules())
 
     try:
         return _measure(run, args, kwargs, f"{type(module).__name__} (run on real tensors)")

@@ -41,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import shape_rules  # noqa: F401  (the shape rules these rules sit beside)
+from . import layer_shapes, shape_rules, view_rules  # noqa: F401  (the shape rules these rules sit beside)
 from .rules import Context, Stored, keep
 from .shapes import SAVED_RULES, Op, TensorInfo
 

@@ -190,7 +190,16 @@ def _numel(shape) -> int:
 def conv2d(call: Call, ctx: Context) -> list[Stored]:
     if not flows(call):
         return []
-    return [keep(call.input, "input x", "dW = dy * x; stock conv keeps x whenever it has a backward")]
+    m = call.module
+    if m.padding_mode == "zeros":
+        return [keep(call.input, "input x", "dW = dy * x; stock conv keeps x whenever it has a backward")]
+    x = call.input  # padding_mode reflect / replicate / circular: the conv runs on a padded copy
+    ph, pw = (m.padding if isinstance(m.padding, tuple) else (0, 0))
+    padded = x.nbytes // max(x.shape[2] * x.shape[3], 1) * (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
+    out = [Stored(f"{m.padding_mode}-padded input", "dW = dy * x_padded", per_sample=padded)]
+    if m.padding_mode != "circular" and x.requires_grad:
+        out.append(keep(x, "input x", f"{m.padding_mode} padding's backward takes x"))
+    return out
 
 
 @rule(WSConv2d)

@@ -110,7 +110,7 @@ class ShapeTensor:
     """
 
     __slots__ = ("shape", "dtype", "requires_grad", "storage", "storage_nbytes", "storage_batched",
-                 "held", "strides", "offset", "_info")
+                 "held", "strides", "offset", "_info", "__weakref__")
 
     def __init__(self, shape, dtype=torch.float32, requires_grad=False, storage=None, *,
                  held=False, base: "ShapeTensor | None" = None, strides=None, offset=0):
@@ -272,7 +272,7 @@ class _State:
         self.device = torch.device("cpu")
         self.measuring = False
         self.depth = 0
-        self.real_ids: dict[int, int] = {}  # storage of a real tensor seen in the trace -> id
+        self.real_ids: dict[int, tuple] = {}  # storage of a real tensor seen in the trace -> (id, storage)
         self.held_real: set[int] = set()  # storages of real parameters and buffers
 
 
@@ -298,14 +298,18 @@ def snapshot(value):
 def real_info(t: torch.Tensor) -> TensorInfo:
     """The :class:`TensorInfo` of a real tensor met in the trace (a constant the forward pass
     made, or a buffer): not batched, ``held`` if it is the model's."""
-    key = t.untyped_storage()._cdata
-    sid = STATE.real_ids.setdefault(key, next(_storage_ids))
-    return TensorInfo(tuple(t.shape), t.dtype, t.requires_grad, sid, t.untyped_storage().nbytes(),
+    storage = t.untyped_storage()
+    key = storage._cdata
+    if key not in STATE.real_ids:  # the storage is held for the trace, so no other takes its key
+        STATE.real_ids[key] = (next(_storage_ids), storage)
+    return TensorInfo(tuple(t.shape), t.dtype, t.requires_grad, STATE.real_ids[key][0], storage.nbytes(),
                       False, key in STATE.held_real)
 
 
 def dispatch(func, args, kwargs):
     """A torch function called with shape-only tensors: its shape rule, or the fallback."""
+    if not torch.is_grad_enabled():  # under no_grad: nothing is kept, nothing needs a gradient
+        return _without_grad(func, args, kwargs)
     call = STATE.call
     rule = SHAPE_RULES.get(func)
     if call is None or call.ops is None or STATE.depth:  # not recorded: a module with a rule
@@ -335,3 +339,36 @@ def dispatch(func, args, kwargs):
     if record:
         call.ops.append(Op(func, saved=saved))
     return out
+
+
+def _without_grad(func, args, kwargs):
+    rule = SHAPE_RULES.get(func)
+    out = None
+    if rule is not None:
+        try:
+            out = rule(*args, **kwargs)
+            rule = True
+        except NoRule:
+            rule = None
+    if rule is None:
+        from .fallback import measure_function  # noqa: PLC0415
+
+        out = measure_function(func, args, kwargs)[0]
+    inputs = {id(v) for v in _leaves((args, kwargs))}
+    for t in _leaves(out):
+        if isinstance(t, ShapeTensor) and id(t) not in inputs:
+            t.requires_grad = False
+    return out
+
+
+def _leaves(value, into=None) -> list:
+    into = [] if into is None else into
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _leaves(v, into)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _leaves(v, into)
+    else:
+        into.append(value)
+    return into

@@ -33,8 +33,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .shape_rules import FACTORIES, _adaptive, _conv, _linear, _new, _pool2d, factory, register_shape_rule
-from .shapes import STATE, BatchSize, Op, ShapeError, ShapeTensor, TensorInfo, dispatch, real_info
+from .layer_shapes import _adaptive, _conv, _linear, _pool2d
+from .shape_rules import _new, register_shape_rule
+from .view_rules import FACTORIES, factory
+from .shapes import STATE, BatchSize, Op, ShapeError, ShapeTensor, TensorInfo, Unsupported, dispatch, real_info
 
 _conv2d = _conv(2)  # the names the twins' rules use (lean_rules.py)
 _adaptive2d = _adaptive(2)
@@ -175,9 +177,12 @@ class _Tracer:
         order = itertools.count()
         h1 = nn.modules.module.register_module_forward_pre_hook(functools.partial(self._pre, order))
         h2 = nn.modules.module.register_module_forward_hook(self._post)
+        refresh_rnn_weights(self.names)
         x = ShapeTensor((BatchSize(input_shape[0]), *input_shape[1:]), dtype, input_requires_grad)
+        apply = torch.autograd.Function.__dict__["apply"]
+        torch.autograd.Function.apply = classmethod(functools.partial(_custom_function, apply))
         try:
-            with _Mode():
+            with _Mode(), torch.enable_grad():
                 self.model(x)
         except GenuineError:
             raise
@@ -192,10 +197,12 @@ class _Tracer:
                 raise
             raise _Retry(type(inner.module), error) from error
         finally:
+            torch.autograd.Function.apply = apply
             h1.remove()
             h2.remove()
             for table, n, t in swapped:
                 table[n] = t
+            refresh_rnn_weights(self.names)
             for m, forward in overridden:
                 del m.forward
                 if forward is not None:
@@ -235,6 +242,21 @@ class _Tracer:
         call.outputs = tuple(_info(t) for t in _tensors(output, []))
         call.output = call.outputs[0] if call.outputs else None
         STATE.call = self.stack[-1] if self.stack else None
+
+
+def refresh_rnn_weights(modules) -> None:
+    """RNNs keep a list of their weights (``_flat_weights``): rebuild it after a swap."""
+    for m in modules:
+        if isinstance(m, nn.RNNBase):
+            m._init_flat_weights()
+
+
+def _custom_function(apply, cls, *args, **kwargs):
+    """``torch.autograd.Function.apply`` during the trace: a custom function keeps what its
+    ``save_for_backward`` says, which shapes cannot tell; the module calling it is measured."""
+    if not STATE.measuring and any(isinstance(a, ShapeTensor) for a in _tensors((args, kwargs), [])):
+        raise Unsupported(f"a custom autograd function ({cls.__name__}) keeps what its forward saves")
+    return apply.__func__(cls, *args, **kwargs)
 
 
 def _measured_forward(tracer: _Tracer, module: nn.Module, *args, **kwargs):
@@ -277,46 +299,45 @@ def trace(model: nn.Module, input_shape, dtype: torch.dtype = torch.float32,
 def _named(model, input_shape, dtype, input_requires_grad, measured, error: ShapeError) -> ValueError:
     """The ShapeError as a ValueError that names the layer (and the smallest valid input size)."""
     where = f"layer {error.layer!r} ({error.layer_type})" if getattr(error, "layer", None) else "the model"
-    message = f"input_shape {tuple(map(int, input_shape))}: {where}: {error}"
+    message = f"{where}: {error}"
     if error.dim is not None and error.dim >= 2 and error.need is not None and len(input_shape) == 4:
-        smallest = _smallest_size(model, input_shape, dtype, input_requires_grad, measured, error.dim)
-        side = {2: "height", 3: "width"}[error.dim]
+        smallest = _smallest_size(model, input_shape, dtype, input_requires_grad, measured)
         if smallest is not None:
-            message += (f"; the smallest input {side} at which every kernel and pooling window fits is "
-                        f"{smallest} (input_shape[{error.dim}])")
+            h, w = smallest
+            message += (f"; every kernel and pooling window fits from an input of {h} x {w} px "
+                        f"(input_shape[2:] = ({h}, {w}))")
     elif error.dim == 1 and getattr(error, "first", False):
         message += f"; input_shape[1] must be {error.need}"
     return ValueError(message)
 
 
-def _fits(model, shape, dtype, input_requires_grad, measured, dim) -> bool:
+def _too_small(model, shape, dtype, input_requires_grad, measured) -> bool:
     try:
         _attempt(model, shape, dtype, input_requires_grad, measured)
     except ShapeError as error:
-        return not (error.dim == dim and error.need is not None)
-    except Exception:  # noqa: BLE001  (past every window: another error is not about this size)
-        return True
-    return True
+        return error.dim is not None and error.dim >= 2 and error.need is not None
+    except Exception:  # noqa: BLE001  (past every window: another error is not about the size)
+        return False
+    return False
 
 
-def _smallest_size(model, input_shape, dtype, input_requires_grad, measured, dim, limit=8192):
-    """The smallest size of input dimension ``dim`` (2: height, 3: width) that every window fits
-    (bisection: sizes that fit stay fitting as they grow)."""
+def _smallest_size(model, input_shape, dtype, input_requires_grad, measured, limit=8192):
+    """The smallest ``n`` such that raising both spatial sizes to at least ``n`` makes every
+    window fit, as the (height, width) it gives (bisection: sizes that fit stay fitting)."""
     def shape_with(n):
-        s = list(input_shape)
-        s[dim] = n
-        return tuple(s)
+        return (*input_shape[:2], max(int(input_shape[2]), n), max(int(input_shape[3]), n))
 
-    lo, hi = int(input_shape[dim]), None  # lo does not fit
-    n = max(2 * lo, lo + 1)
+    lo, hi = 1, None  # lo does not fit
+    n = max(int(input_shape[2]), int(input_shape[3])) + 1
     while n <= limit:
-        if _fits(model, shape_with(n), dtype, input_requires_grad, measured, dim):
+        if not _too_small(model, shape_with(n), dtype, input_requires_grad, measured):
             hi = n
             break
         lo, n = n, 2 * n
     if hi is None:
         return None
+    lo = max(lo, min(int(input_shape[2]), int(input_shape[3])))
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _fits(model, shape_with(mid), dtype, input_requires_grad, measured, dim) else (mid, hi)
-    return hi
+        lo, hi = (lo, mid) if not _too_small(model, shape_with(mid), dtype, input_requires_grad, measured) else (mid, hi)
+    return shape_with(hi)[2:]

@@ -1,6 +1,7 @@
 """MobileNetV2 (Sandler et al., CVPR 2018, Table 2), with torchvision's channel rounding.
 
-1000-class head at width 1.0: 3,504,872 parameters.
+1000-class heads: 3,504,872 parameters at width 1.0 (torchvision's count), 6,108,776 at width 1.4
+(TinyTL's Table 3 backbone; the same rounding; timm's ``mobilenetv2_140`` reports 6.1 M).
 """
 
 from __future__ import annotations
@@ -41,3 +42,8 @@ def mobilenet_v2(width_mult: float = 1.0, num_classes: int = 1000, dropout: floa
         final_conv=ConvNormAct(in_ch, last, 1),
         classifier=nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes)),
     )
+
+
+def mobilenet_v2_140(num_classes: int = 1000, dropout: float = 0.2) -> ConvNet:
+    """MobileNetV2 at width 1.4 (last conv 1792 channels), a backbone of TinyTL's Table 3."""
+    return mobilenet_v2(1.4, num_classes, dropout)
