@@ -257,8 +257,9 @@ class Op:
 
 
 def function_name(func) -> str:
+    """``mul`` for ``Tensor.__mul__``, ``max_pool2d`` for ``F._max_pool2d``: the name a reader knows."""
     name = getattr(func, "__name__", None) or repr(func)
-    return name.lstrip("_") if name.startswith("_") and not name.startswith("__") else name
+    return name.strip("_")
 
 
 class _State:
