@@ -45,10 +45,11 @@ class _WSConv2d(torch.autograd.Function):
             dy, source, w_hat, [w_hat.shape[0]] if need_db else None, stride, padding, dilation, False,
             [0, 0], groups, [need_dx, need_dw, need_db])
         dw = None
-        if need_dw:
+        if need_dw:  # in place on dW_hat: one weight-sized temporary (dW_hat * W_hat, for its mean)
             dims = (1, 2, 3)
-            s = torch.sqrt(torch.var(weight, dim=dims, keepdim=True, unbiased=False) + eps)
-            dw = (dw_hat - dw_hat.mean(dims, keepdim=True) - w_hat * (dw_hat * w_hat).mean(dims, keepdim=True)) / s
+            projection = (dw_hat * w_hat).mean(dims, keepdim=True)
+            dw = dw_hat.sub_(dw_hat.mean(dims, keepdim=True)).addcmul_(w_hat, projection, value=-1)
+            dw.div_(torch.sqrt(torch.var(weight, dim=dims, keepdim=True, unbiased=False) + eps))
         return dx, dw, db, None, None, None, None, None
 
 

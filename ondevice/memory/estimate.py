@@ -31,6 +31,7 @@ and workspaces are not modelled (chapter 5 compares with CUDA measurements).
 from __future__ import annotations
 
 import operator
+import math
 import weakref
 from dataclasses import dataclass, field
 
@@ -40,7 +41,10 @@ from torch import nn
 from ..blocks import InvertedResidual
 from ..models.resnet import Bottleneck
 from . import paper
+from . import step_model
 from .rules import MEASURED, MODES, Context, Stored, rule_for
+from .step_model import StepPlan
+from .workspace import workspace
 from .trace import Call, trace
 
 PROFILES = ("pytorch", "paper", "masked")
@@ -68,8 +72,16 @@ class Layer:
 
 @dataclass(frozen=True)
 class MemoryReport:
-    """Training memory in bytes. ``total`` = params + param_grads + optimizer_state + peak for
-    the ``pytorch`` and ``masked`` profiles; for ``paper``, as TinyTL reports it: params + peak."""
+    """Training memory in bytes.
+
+    ``pytorch`` and ``masked`` profiles: ``total`` is the modelled peak of a whole training step
+    (:mod:`.step_model`), ``at_peak`` what is alive at it by category (the categories of
+    :func:`ondevice.memory.measure_step`; ``total == sum(at_peak.values())``), ``peak_at`` where
+    it falls, ``peak`` the activation bytes at it (saved activations + temporaries).
+    ``params``, ``param_grads``, ``optimizer_state`` and ``saved_activations`` are the full
+    amounts (not all gradients need be alive at the peak). ``paper``: as TinyTL reports it,
+    ``total = params + peak``.
+    """
 
     profile: str
     input_shape: tuple[int, ...]
@@ -80,6 +92,8 @@ class MemoryReport:
     peak: int
     total: int
     layers: list[Layer] = field(repr=False, default_factory=list)
+    at_peak: dict = field(default_factory=dict)
+    peak_at: str = ""
 
     def mb(self, name: str = "total") -> float:
         """A field in MB (10^6 bytes, as the papers report)."""
@@ -126,13 +140,33 @@ def _frozen_bytes(p: nn.Parameter, is_weight: bool, bits: int, profile: str) -> 
 
 def _param_bytes(params: list[nn.Parameter], weights: set[int], frozen_bits: int, optimizer: str,
                  profile: str) -> tuple[int, int, int]:
-    trainable = frozen = 0
+    trainable = frozen = tensors = 0
     for p in params:
         if p.requires_grad:
             trainable += p.numel() * p.element_size()
+            tensors += 1
         else:
             frozen += _frozen_bytes(p, id(p) in weights, frozen_bits, profile)
-    return trainable + frozen, trainable, trainable * OPTIMIZERS[optimizer]
+    counters = STEP_COUNTER * tensors if optimizer == "adam" and profile != "paper" else 0
+    return trainable + frozen, trainable, trainable * OPTIMIZERS[optimizer] + counters
+
+
+STEP_COUNTER = 4  # bytes: torch's Adam keeps a float32 step count per parameter tensor
+
+
+def _step_base(model: nn.Module, params: int, opt: int, shape, dtype: torch.dtype) -> tuple[dict, dict]:
+    """What is alive throughout a step, by category: (fixed bytes, bytes per sample)."""
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    sample = math.prod(shape[1:]) * dtype.itemsize + 8  # an image and its int64 label
+    return {"parameters": params + buffers, "optimizer state": opt}, {"other": sample}
+
+
+def _optimizer_temporaries(parameters: list[nn.Parameter], optimizer: str) -> int:
+    """The update's scratch: torch's Adam (single-tensor, on CPU) makes two temporaries the size of
+    the parameter it updates; SGD and momentum update in place."""
+    if optimizer != "adam":
+        return 0
+    return 2 * max((p.numel() * p.element_size() for p in parameters if p.requires_grad), default=0)
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -143,13 +177,19 @@ def _cached_trace(model: nn.Module, modules: list[nn.Module], params: list[nn.Pa
                   kernelized: str | None) -> Call:
     """The batch-1 trace (of ``kernelize(model, backward=kernelized)`` when that is given);
     re-traced when the shape, the modules, the trainable set or a module's mode changes."""
-    key = (shape, dtype, input_requires_grad, kernelized, tuple(map(id, modules)),
-           tuple(m.training for m in modules), tuple(p.requires_grad for p in params))
+    state = (kernelized, tuple(map(id, modules)), tuple(m.training for m in modules),
+             tuple(p.requires_grad for p in params))
+    key = (shape, dtype, input_requires_grad, state)
     cache = _TRACES.setdefault(model, {})
     if key not in cache:
         if len(cache) > 512:  # an explorer visits methods x resolutions: keep them all
             cache.clear()
-        target = model if kernelized is None else kernelized_on_meta(model, kernelized)
+        target = model
+        if kernelized is not None:  # one kernelized copy serves every input shape
+            copies = cache.setdefault("kernelized", {})
+            if state not in copies:
+                copies[state] = kernelized_on_meta(model, kernelized)
+            target = copies[state]
         cache[key] = trace(target, (1, *shape), dtype, input_requires_grad)
     return cache[key]
 
@@ -249,13 +289,23 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch", backwar
         table = [Layer(l.call.name, type(l.call.module).__name__, _batched(l.call.input, batch),
                        _batched(l.call.output, batch), int(l.kept * batch),
                        (f"temporary buffer {l.temporary * batch:,.0f} B",)) for l in layers]
-        return MemoryReport(profile, shape, params, grads, opt, int(kept * batch),
-                            int(peak * batch), int(peak * batch + params), table)
+        return MemoryReport(profile, shape, params, grads, opt, int(kept * batch), int(peak * batch),
+                            int(peak * batch + params), table, _paper_at_peak(params, kept, peak, batch),
+                            "TinyTL's forward replay")
     if device is None:
         device = parameters[0].device.type if parameters else "cpu"
-    saved, table, peak = _compiled(root, Context(profile, device)).at(batch)
-    return MemoryReport(profile, shape, params, grads, opt, saved, peak,
-                        params + grads + opt + peak, table)
+    compiled = _compiled(root, Context(profile, device))
+    saved, table = compiled.at(batch)
+    fixed, per_sample = _step_base(model, params, opt, shape, dtype)
+    total, at_peak, where = compiled.step_peak(batch, fixed, per_sample, _optimizer_temporaries(parameters, optimizer))
+    return MemoryReport(profile, shape, params, grads, opt, saved,
+                        at_peak["saved activations"] + at_peak["temporaries"], total, table, at_peak, where)
+
+
+def _paper_at_peak(params: int, kept: float, peak: float, batch: int) -> dict:
+    """The paper profile's total by category: parameters, what is kept, the temporary buffer."""
+    return {"parameters": params, "saved activations": int(kept * batch),
+            "temporaries": int(peak * batch) - int(kept * batch)}
 
 
 def _batched(info, batch: int):
@@ -268,44 +318,43 @@ class _Compiled:
     """A trace under one profile's rules, ready to be evaluated at any batch size.
 
     ``kept``: the tensors kept for backward, each counted once, in call order. ``rows``: the
-    per-layer table as (call, slice of ``kept`` it added, notes). ``points``: the moments the
-    peak is taken over, as (number of ``kept`` tensors held, live bytes per sample).
+    per-layer table as (call, slice of ``kept`` it added, notes). ``step``: the moments of a
+    whole training step (:mod:`.step_model`).
     """
 
     kept: list[Stored]
     rows: list[tuple[Call, int, int, tuple[str, ...]]]
-    points: list[tuple[int, int]]
+    step: StepPlan
 
-    def at(self, batch: int, table: bool = True) -> tuple[int, list[Layer], int]:
+    def at(self, batch: int, table: bool = True) -> tuple[int, list[Layer]]:
+        """(bytes kept for backward, the per-layer table) at ``batch``."""
         held = [0]
         for s in self.kept:
             held.append(held[-1] + s.nbytes(batch))
         rows = [Layer(call.name, type(call.module).__name__, _batched(call.input, batch),
                       _batched(call.output, batch), held[end] - held[start], notes)
                 for call, start, end, notes in self.rows] if table else []
-        peak = max([held[k] + live * batch for k, live in self.points] + [held[-1]])
-        return held[-1], rows, peak
+        return held[-1], rows
+
+    def step_peak(self, batch: int, fixed: dict, per_sample: dict, optimizer_temporaries: int):
+        """(total, bytes by category at the peak, where) of a step at ``batch``."""
+        base = dict(fixed)
+        for k, v in per_sample.items():
+            base[k] = base.get(k, 0) + v * batch
+        total, index, at_peak = self.step.peak(batch, base, optimizer_temporaries)
+        return total, at_peak, self.step.moments[index].layer
 
 
 def _compile(root: Call, ctx: Context) -> _Compiled:
+    """Apply the rules to every call (children before their parent), and plan the step."""
     counted: dict[int, str] = {}  # storage -> layer that kept it first
     kept: list[Stored] = []
+    keepers: list[Call] = []  # the call that keeps each of `kept`
     rows: list[tuple[Call, int, int, tuple[str, ...]]] = []
-    points: list[tuple[int, int]] = []
-    held: list[Call] = []  # residual blocks around the current call
-
-    def per_sample(info) -> int:
-        return info.nbytes if info is not None else 0
 
     def visit(call: Call) -> None:
-        residual = (isinstance(call.module, InvertedResidual) and call.module.use_residual) or \
-            isinstance(call.module, Bottleneck)
-        if residual:
-            held.append(call)
         for c in call.children:
             visit(c)
-        if residual:
-            held.pop()
         start, notes = len(kept), []
         for s in rule_for(call.module)(call, ctx):
             if s.storage is not None and s.storage in counted:
@@ -314,25 +363,33 @@ def _compile(root: Call, ctx: Context) -> _Compiled:
             if s.storage is not None:
                 counted[s.storage] = call.name
             kept.append(s)
+            keepers.append(call)
             notes.append(f"{s.what} ({s.why})")
         if notes:
             rows.append((call, start, len(kept), tuple(notes)))
-        if not call.children:
-            # forward: what is kept so far + this layer's unsaved input and output + the
-            # inputs that enclosing residual blocks hold for their add
-            extra = sum(per_sample(h.input) for h in held
-                        if h.input.storage not in counted and h.input.storage != call.input.storage)
-            live = sum(per_sample(t) for t in (call.input, call.output)
-                       if t is not None and t.storage not in counted)
-            points.append((len(kept), live + extra))
-            # backward, at this layer: what is still kept + the gradients of its output and input
-            grads = (per_sample(call.output) if call.output is not None and call.output.requires_grad
-                     else 0) + (per_sample(call.input) if call.input.requires_grad else 0)
-            points.append((len(kept), grads))
 
     visit(root)
     del visit  # a recursive closure is a reference cycle: drop it so no GC pause is needed
-    return _Compiled(kept, rows, points)
+    step = step_model.plan(root, kept, keepers, _trainable_bytes(root), lambda c, b: workspace(c, b, ctx.device),
+                           _residual, root.output.nbytes if root.output is not None else 0)
+    return _Compiled(kept, rows, step)
+
+
+def _residual(call: Call) -> bool:
+    """Whether the call adds its input to its output at its end (a residual block)."""
+    m = call.module
+    return (isinstance(m, InvertedResidual) and m.use_residual) or isinstance(m, Bottleneck)
+
+
+def _trainable_bytes(root: Call) -> dict[int, int]:
+    """id(call) -> bytes of the trainable parameters of the call's own module (each once)."""
+    seen, out = set(), {}
+    for call in root.walk():
+        for p in call.module._parameters.values():
+            if p is not None and p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out[id(call)] = out.get(id(call), 0) + p.numel() * p.element_size()
+    return out
 
 
 def _compiled(root: Call, ctx: Context) -> _Compiled:
@@ -349,9 +406,9 @@ def _compiled(root: Call, ctx: Context) -> _Compiled:
 class MemoryCurve:
     """Training memory of one configuration as a function of the batch size.
 
-    Built once by :func:`memory_curve` (a trace and the profile's rules); afterwards
-    :meth:`report`, :meth:`total` and :meth:`largest_batch` are arithmetic, fast enough for a
-    slider.
+    Built once by :func:`memory_curve` (a trace, the profile's rules and the step's moments);
+    afterwards :meth:`report`, :meth:`total` and :meth:`largest_batch` are arithmetic, fast enough
+    for a slider.
     """
 
     profile: str
@@ -359,22 +416,22 @@ class MemoryCurve:
     params: int
     param_grads: int
     optimizer_state: int
-    _activations: object = field(repr=False)  # batch -> (saved activation bytes, peak bytes)
+    _step: object = field(repr=False)  # batch -> (saved activations, total, at_peak, where)
 
     def peak(self, batch: int) -> int:
-        return self._activations(batch)[1]
+        _, _, at_peak, _ = self._step(batch)
+        return at_peak["saved activations"] + at_peak["temporaries"]
 
     def report(self, batch: int) -> MemoryReport:
         """``estimate(...)`` at this batch size, without the per-layer table."""
-        saved, peak = self._activations(batch)
+        saved, total, at_peak, where = self._step(batch)
         return MemoryReport(self.profile, (batch, *self.sample_shape), self.params, self.param_grads,
-                            self.optimizer_state, saved, peak, self.total(batch))
+                            self.optimizer_state, saved, at_peak["saved activations"] + at_peak["temporaries"],
+                            total, [], at_peak, where)
 
     def total(self, batch: int) -> int:
         """Equals ``estimate(...).total`` at this batch size."""
-        if self.profile == "paper":
-            return self.params + self.peak(batch)
-        return self.params + self.param_grads + self.optimizer_state + self.peak(batch)
+        return self._step(batch)[1]
 
     def largest_batch(self, budget: float, max_batch: int = 1024) -> int:
         """The largest batch size <= ``max_batch`` whose total fits ``budget`` bytes (0: none)."""
@@ -399,14 +456,20 @@ def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch", ba
                                                       profile, backward)
     if profile == "paper":
         _, kept, peak = _paper(root)
-        return MemoryCurve(profile, shape[1:], params, grads, opt,
-                           lambda b: (int(kept * b), int(peak * b)))  # as estimate() rounds
+
+        def paper_step(batch: int):
+            at_peak = _paper_at_peak(params, kept, peak, batch)
+            return int(kept * batch), int(peak * batch) + params, at_peak, "TinyTL's forward replay"
+
+        return MemoryCurve(profile, shape[1:], params, grads, opt, paper_step)  # rounded as estimate() rounds
     if device is None:
         device = parameters[0].device.type if parameters else "cpu"
     compiled = _compiled(root, Context(profile, device))
+    fixed, per_sample = _step_base(model, params, opt, shape, dtype)
+    temporaries = _optimizer_temporaries(parameters, optimizer)
 
-    def activations(batch: int) -> tuple[int, int]:
-        saved, _, peak = compiled.at(batch, table=False)
-        return saved, peak
+    def step(batch: int):
+        total, at_peak, where = compiled.step_peak(batch, fixed, per_sample, temporaries)
+        return compiled.at(batch, table=False)[0], total, at_peak, where
 
-    return MemoryCurve(profile, shape[1:], params, grads, opt, activations)
+    return MemoryCurve(profile, shape[1:], params, grads, opt, step)
