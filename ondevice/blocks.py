@@ -346,7 +346,9 @@ class ConvNet(nn.Module):
         self.classifier[-1] = new
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
+        x = self.stem(x)
+        for block in self.blocks:  # not self.blocks(x): that call would hold the stem's output to the end
+            x = block(x)
         if self.final_conv is not None:
             x = self.final_conv(x)
         return torch.flatten(self.pool(x), 1)

@@ -27,7 +27,7 @@ NETWORKS = {  # small enough to step in well under a second each
 }
 CASES = [(n, m, v) for n in NETWORKS for m in ("ft_full", "tinytl_b", "tinytl_lb", "ft_last")
          for v in ("stock", "exact", "detached")]
-TOLERANCE = 0.07  # on these tiny inputs (1-4 px maps at the end) weight-sized oneDNN scratch is the rest
+TOLERANCE = 0.05  # on these tiny inputs (1-4 px maps at the end) weight-sized oneDNN scratch is the rest
 
 
 def configured(network, method, variant):
@@ -148,12 +148,11 @@ def test_the_convolution_scratch_rules_match_the_allocator(cin, cout, k, stride,
     y = F.conv2d(x, conv.weight.detach(), None, stride, k // 2, 1, groups)
     dy = torch.randn_like(y)
     for backward in (False, True):
-        work = workspace(call, backward)
-        per, fixed = work.mkldnn if work.uses_mkldnn(batch, threads) else work.slow
+        predicted = workspace(call, backward).bytes(batch, threads)
         if backward:
             measured = _peak(lambda: torch.ops.aten.convolution_backward(
                 dy, x, conv.weight.detach(), None, [stride] * 2, [k // 2] * 2, [1, 1], False, [0, 0], groups,
                 [not image, True, False])) - (0 if image else x.numel() * 4) - conv.weight.numel() * 4
         else:
             measured = _peak(lambda: F.conv2d(x, conv.weight.detach(), None, stride, k // 2, 1, groups)) - y.numel() * 4
-        assert abs(per * batch + fixed - measured) <= 0.05 * measured + 512, (backward, per * batch + fixed, measured)
+        assert abs(predicted - measured) <= 0.05 * measured + 512, (backward, predicted, measured)

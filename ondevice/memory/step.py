@@ -100,8 +100,13 @@ class _Labels:
             if module in self.names:
                 self.mark(f"forward: {self.names[module]}")
 
+        named = set()  # autograd nodes already named: by the innermost module (a container's output is its last child's)
+
         def post(module, args, output):
             if module in self.names and isinstance(output, torch.Tensor) and output.grad_fn is not None:
+                if id(output.grad_fn) in named:
+                    return
+                named.add(id(output.grad_fn))
                 name = self.names[module]
                 output.grad_fn.register_prehook(lambda grads: self.mark(f"backward: {name}"))
 

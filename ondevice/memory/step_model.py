@@ -84,8 +84,7 @@ class StepPlan:
         out[:, _TEMP] += np.where(self._optimizer, optimizer_temporaries, 0)
         threads = torch.get_num_threads()
         for i, work in self._convs:  # the implementation PyTorch picks depends on the batch and threads
-            per, fixed = work.mkldnn if work.uses_mkldnn(batch, threads) else work.slow
-            out[i, _TEMP] += per * batch + fixed
+            out[i, _TEMP] += work.bytes(batch, threads)
         out[:, _GRAD] += self._grads
         out[:, CATEGORIES.index("saved activations")] += held[self._kept]
         return out

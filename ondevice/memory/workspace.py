@@ -70,9 +70,14 @@ class ConvWork:
     chw: int  # elements per sample of the selecting input
     mkldnn: tuple[int, int]
     slow: tuple[int, int]
+    then: int = 0  # fixed bytes of a later step of the same layer (weight standardization's backward)
 
     def uses_mkldnn(self, batch: int, threads: int) -> bool:
         return (self.a or batch >= 16 or threads > 1) and (self.b or batch > 1 or batch * self.chw > 20480)
+
+    def bytes(self, batch: int, threads: int) -> int:
+        per, fixed = self.mkldnn if self.uses_mkldnn(batch, threads) else self.slow
+        return max(per * batch + fixed, self.then)
 
 
 def _conv(call: Call, backward: bool) -> ConvWork:
@@ -102,17 +107,19 @@ def _conv(call: Call, backward: bool) -> ConvWork:
     return ConvWork(a, b, call.input.numel, (max(dx[0], dw[0]), max(dx[1], dw[1])), slow)
 
 
-def _standardization(m: nn.Conv2d, backward: bool) -> int:
-    """Weight standardization's weight-sized temporaries beside the convolution's own: ``W_hat``
-    in the forward (``W - mean`` is freed before the convolution runs); in the backward of a
-    trainable weight, stock autograd holds four, :class:`LeanWSConv2d` (``W_hat`` recomputed, the
-    rest in place) two; none when the weight is frozen."""
+def _standardization(m: nn.Conv2d, backward: bool) -> tuple[int, int]:
+    """Weight standardization's weight-sized temporaries: (during the convolution, in a later step
+    of the same layer). Forward: ``W_hat`` while the convolution runs (``W - mean`` is freed before).
+    Backward of a trainable weight: :class:`LeanWSConv2d` recomputes ``W_hat`` for the convolution's
+    backward, then holds it and one temporary while it turns dW_hat into dW in place; stock autograd's
+    standardization backward holds four weight-sized tensors after the convolution's (``W_hat`` is
+    one of its saved tensors, counted there). A frozen weight has no standardization backward."""
     w = m.weight.numel() * m.weight.element_size()
     if not backward:
-        return w
+        return w, 0
     if not m.weight.requires_grad:
-        return 0
-    return 2 * w if isinstance(m, LeanWSConv2d) else 4 * w
+        return 0, 0
+    return (w, 2 * w) if isinstance(m, LeanWSConv2d) else (0, 4 * w)
 
 
 def _mask_chunks(call: Call, activation: str) -> tuple:
@@ -134,8 +141,9 @@ def workspace(call: Call, backward: bool, device: str = "cpu"):
             return NONE
         work = _conv(call, backward)
         if isinstance(m, WSConv2d) and not isinstance(m, FrozenConv2d):  # standardizing the weight
-            extra = _standardization(m, backward)
-            work = replace(work, mkldnn=(work.mkldnn[0], work.mkldnn[1] + extra), slow=(work.slow[0], work.slow[1] + extra))
+            during, then = _standardization(m, backward)
+            work = replace(work, mkldnn=(work.mkldnn[0], work.mkldnn[1] + during),
+                           slow=(work.slow[0], work.slow[1] + during), then=then)
         return work
     if isinstance(m, FrozenLinear) or isinstance(m, nn.Linear):
         return NONE
