@@ -8,11 +8,11 @@
 """
 
 from .estimate import (FROZEN_BITS, OPTIMIZERS, PROFILES, Layer, MemoryCurve, MemoryReport,
-                       estimate, memory_curve)
+                       estimate, memory_curve, step_timeline)
 from .measure import Measurement, SavedTensor, SavedTensorLog, measure
 from .step import CATEGORIES, StepMeasurement, StepOutOfMemory, measure_step
 from . import kernel_rules, lean_rules  # noqa: F401  (rules of the fused kernels and the lean twins, chapter 4)
 
 __all__ = ["CATEGORIES", "FROZEN_BITS", "Layer", "Measurement", "MemoryCurve", "MemoryReport", "OPTIMIZERS",
            "PROFILES", "SavedTensor", "SavedTensorLog", "StepMeasurement", "StepOutOfMemory", "estimate", "measure",
-           "measure_step", "memory_curve"]
+           "measure_step", "memory_curve", "step_timeline"]

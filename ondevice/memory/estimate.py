@@ -473,3 +473,26 @@ def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch", ba
         return compiled.at(batch, table=False)[0], total, at_peak, where
 
     return MemoryCurve(profile, shape[1:], params, grads, opt, step)
+
+
+def step_timeline(model: nn.Module, input_shape, *, profile: str = "pytorch", backward: str = "exact",
+                  frozen_param_bits: int = 32, optimizer: str = "sgd", dtype: torch.dtype = torch.float32,
+                  device: str | None = None) -> list[tuple[str, str, dict]]:
+    """The modelled step moment by moment: (phase, layer, bytes alive by category) in the order a
+    step runs them (forward, loss, backward, optimizer), arguments as :func:`estimate`; the
+    largest moment is ``estimate(...).total`` (``pytorch`` and ``masked`` profiles)."""
+    if profile == "paper":
+        raise ValueError("profile must be 'pytorch' or 'masked': the paper profile models no step")
+    shape = _check(model, input_shape, profile, frozen_param_bits, optimizer, backward)
+    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer,
+                                                      profile, backward)
+    if device is None:
+        device = parameters[0].device.type if parameters else "cpu"
+    compiled = _compiled(root, Context(profile, device))
+    fixed, per_sample = _step_base(model, params, opt, shape, dtype)
+    base = dict(fixed)
+    for k, v in per_sample.items():
+        base[k] = base.get(k, 0) + v * shape[0]
+    columns = compiled.step.columns(shape[0], base, _optimizer_temporaries(parameters, optimizer))
+    return [(m.phase, m.layer, {c: int(columns[i, k]) for k, c in enumerate(step_model.CATEGORIES)})
+            for i, m in enumerate(compiled.step.moments)]
