@@ -12,7 +12,7 @@ Two explorers, one target:
 
 Writes ``benchmarks/results/whatif_speed-<host>.json``.
 
-Usage: ``python benchmarks/whatif_speed.py [--repeats N] [--browser] [--changes N]``
+Usage: ``python benchmarks/whatif_speed.py [--repeats N] [--browser] [--changes N] [--page HTML]``
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ def widget(repeats: int) -> dict:
             "numbers_ms": stats(numbers), "full_update_with_figure_ms": stats(full)}
 
 
-def browser(changes: int) -> dict:
+def browser(changes: int, page_path: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
-    if not PAGE.exists():
-        raise SystemExit(f"{PAGE} is missing: build the book first (make book)")
+    if not page_path.exists():
+        raise SystemExit(f"{page_path} is missing: build the book first (make book)")
     from ondevice.devices import PRESETS
     from ondevice.models import ZOO
 
@@ -83,7 +83,7 @@ def browser(changes: int) -> dict:
         b = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
                               args=["--no-sandbox", "--disable-gpu"])
         page = b.new_page(viewport={"width": 1280, "height": 2400})
-        page.goto(PAGE.as_uri(), wait_until="load")
+        page.goto(page_path.resolve().as_uri(), wait_until="load")
         page.wait_for_selector('.whatif-explorer[data-ready="1"]', timeout=60_000)
         version = b.version
         for _ in tqdm(range(changes), desc="browser changes"):
@@ -101,10 +101,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--browser", action="store_true", help="also time the static book's explorer in Chromium")
     parser.add_argument("--changes", type=int, default=300, help="control changes in the browser (default 300)")
+    parser.add_argument("--page", type=Path, default=PAGE, help="the built what-fits-where page (default: _build/html's)")
     args = parser.parse_args()
     summary = {"target_ms": TARGET_MS, **widget(args.repeats)}
     if args.browser:
-        summary["browser"] = browser(args.changes)
+        summary["browser"] = browser(args.changes, args.page)
     summary.update(machine=machine(), date=today())
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"whatif_speed-{host()}.json").write_text(json.dumps(summary, indent=2) + "\n")

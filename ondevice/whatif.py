@@ -43,13 +43,16 @@ DEVICES = {  # the memory each device has (whole RAM); budgets after the OS and 
 RESOLUTIONS = tuple(range(96, 513, 32))
 MAX_BATCH = 128
 NUM_CLASSES = 102
-PARTS = {  # breakdown shown in the bars: report field -> label
+PARTS = {  # what the total is made of (Answer.breakdown): key -> label
     "params": "parameters",
     "param_grads": "gradients",
     "optimizer_state": "optimizer state",
     "saved_activations": "saved activations",
-    "temporaries": "peak temporaries",
+    "temporaries": "temporaries",
+    "other": "other (the input batch, its labels)",
 }
+_AT_PEAK = {"parameters": "params", "gradients": "param_grads", "optimizer state": "optimizer_state",
+            "saved activations": "saved_activations", "temporaries": "temporaries", "other": "other"}
 # When the model changes to one without inverted residual blocks, the method the reader chose
 # becomes what is left of it there (our choice): TinyTL-L without lite branches trains the
 # classifier only, TinyTL-L+B its biases and the classifier, MobileTL its norms and the classifier.
@@ -84,10 +87,38 @@ def configured(model: str, method: str) -> nn.Module:
 
 def methods_for(model: str) -> list[str]:
     """The transfer methods that apply to ``model``: TinyTL-L and MobileTL need inverted
-    residual blocks."""
+    residual blocks, MobileTL also activations it has a 1-bit twin for (not SiLU, say)."""
+    return list(_methods(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _methods(model: str) -> tuple[str, ...]:
     has_irb = any(isinstance(b, InvertedResidual) for b in network(model).modules())
-    return [m for m in (*transfer.METHODS, *transfer.BLOCK_METHODS)
-            if has_irb or m not in ("tinytl_l", "tinytl_lb", "mobiletl")]
+    return tuple(m for m in (*transfer.METHODS, *transfer.BLOCK_METHODS)
+                 if (has_irb or m not in ("tinytl_l", "tinytl_lb", "mobiletl"))
+                 and (m != "mobiletl" or _mobiletl_applies(model)))
+
+
+def _mobiletl_applies(model: str) -> bool:
+    try:
+        _mobiletl_network(model)
+    except TypeError:  # an activation without a 1-bit twin (to_mask_activation says which)
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def resolutions_for(model: str) -> tuple[int, ...]:
+    """The :data:`RESOLUTIONS` that ``model``'s network can take: from the smallest that traces
+    (a large pooling window, such as Inception-V3's auxiliary head, needs a larger input; a larger
+    input never fails once a smaller one fits)."""
+    for i, r in enumerate(RESOLUTIONS):
+        try:
+            _curve(model, "ft_full", r, "pytorch", "exact", 32, "sgd")
+        except ValueError:
+            continue
+        return RESOLUTIONS[i:]
+    return ()
 
 
 def method_on(model: str, wanted: str) -> str:
@@ -124,6 +155,9 @@ def problems(q: Question) -> list[str]:
     if not _whole(q.resolution) or not RESOLUTIONS[0] <= q.resolution <= RESOLUTIONS[-1]:
         out.append(f"resolution must be a whole number of pixels from {RESOLUTIONS[0]} to "
                    f"{RESOLUTIONS[-1]} (the lite residual branches need at least 64), got {q.resolution!r}")
+    elif q.model in ZOO and q.resolution < min(resolutions_for(q.model), default=RESOLUTIONS[-1] + 1):
+        out.append(f"resolution must be at least {min(resolutions_for(q.model))} px for {q.model} "
+                   f"(its layers' windows need it), got {q.resolution!r}")
     if not _whole(q.batch) or not 1 <= q.batch <= MAX_BATCH:
         out.append(f"batch must be a whole number from 1 to {MAX_BATCH}, got {q.batch!r}")
     if q.frozen_bits not in FROZEN_BITS or isinstance(q.frozen_bits, bool):
@@ -166,12 +200,21 @@ class Answer:
         return self.question.budget - self.total
 
     def breakdown(self) -> dict[str, int]:
-        """The total split into :data:`PARTS` (the paper profile counts no gradients or state)."""
+        """The total split into :data:`PARTS`: what is alive at the peak, by category, where the
+        engine models the whole step (the report's ``at_peak``); otherwise the parameters, their
+        gradients, the optimizer state, the saved activations and the peak's temporaries (the
+        paper profile counts no gradients or state)."""
         r = self.report
-        parts = {"params": r.params, "param_grads": r.param_grads, "optimizer_state": r.optimizer_state,
-                 "saved_activations": r.saved_activations, "temporaries": r.peak - r.saved_activations}
-        if r.profile == "paper":
-            parts["param_grads"] = parts["optimizer_state"] = 0
+        parts = dict.fromkeys(PARTS, 0)
+        at_peak = getattr(r, "at_peak", None)
+        if at_peak:
+            for category, n in at_peak.items():
+                parts[_AT_PEAK[category]] += n
+        else:
+            parts.update(params=r.params, param_grads=r.param_grads, optimizer_state=r.optimizer_state,
+                         saved_activations=r.saved_activations, temporaries=r.peak - r.saved_activations)
+            if r.profile == "paper":
+                parts["param_grads"] = parts["optimizer_state"] = 0
         assert sum(parts.values()) == r.total
         return parts
 
@@ -207,7 +250,7 @@ class Limits:
     total: int  # at the question's resolution and batch
     fits: bool
     largest_batch: int  # at the question's resolution; 0 if batch 1 does not fit
-    largest_resolution: int | None  # at the question's batch, among RESOLUTIONS
+    largest_resolution: int | None  # at the question's batch, among resolutions_for(model)
 
 
 def limits(q: Question) -> list[Limits]:
@@ -217,7 +260,7 @@ def limits(q: Question) -> list[Limits]:
     for m in methods_for(q.model):
         here = replace(q, method=m)
         curve = curve_of(here)
-        fitting = [r for r in RESOLUTIONS if total(replace(here, resolution=r)) <= q.budget]
+        fitting = [r for r in resolutions_for(q.model) if total(replace(here, resolution=r)) <= q.budget]
         t = curve.total(q.batch)
         rows.append(Limits(m, t, t <= q.budget, curve.largest_batch(q.budget, MAX_BATCH),
                            max(fitting) if fitting else None))

@@ -5,13 +5,15 @@ question the page can ask, ahead of time, and the page's JavaScript (``js/explor
 only does arithmetic on the answers. Per model, method, profile (``masked`` once per backward
 mode) and resolution the data holds:
 
-- the saved activations and the peak as functions of the batch, from the engine's
+- for each optimizer, every part of the total (:meth:`ondevice.whatif.Answer.breakdown`: what is
+  alive at the step's peak) but the parameters, as a function of the batch, from the engine's
   :class:`~ondevice.memory.MemoryCurve` at every batch from 1 to ``MAX_BATCH``, stored as
-  coefficients (:func:`encode`): ``f(b) = v[(b - 1) % p] + ((b - 1) // p) * d``. With ``p = 1``
-  that is a line (intercept and slope); ``p = 4`` covers the ``masked`` profile's 1-bit masks,
-  packed 32 per int32 word (``4 * ceil(numel * b / 32)`` bytes). The build checks every batch;
-- parameters, their gradients and the optimizer state for every frozen-weight width and
-  optimizer (they do not depend on the resolution or the batch);
+  coefficients (:func:`encode`): runs of batches on which ``f(b) = v[k % p] + (k // p) * d``
+  (``k`` counted from the run's first batch). With ``p = 1`` a run is a line (intercept and
+  slope); ``p = 4`` covers the 1-bit masks packed 32 per int32 word (``4 * ceil(numel * b / 32)``
+  bytes); a new run starts where the peak moves to another moment of the step;
+- the parameters for every frozen-weight width (the width changes nothing else: the build
+  checks it on a few batches of every configuration);
 - what each layer keeps for backward at batch 1 (the per-layer table of
   :func:`ondevice.memory.estimate`).
 
@@ -39,8 +41,8 @@ from pathlib import Path
 from .devices import PRESETS
 from .memory import FROZEN_BITS, OPTIMIZERS, PROFILES, estimate
 from .memory.rules import MODES
-from .whatif import (FALLBACK, MAX_BATCH, PARTS, RESOLUTIONS, Question, configured, curve_of,
-                     methods_for)
+from .whatif import (FALLBACK, MAX_BATCH, PARTS, RESOLUTIONS, Answer, Question, configured, curve_of,
+                     methods_for, resolutions_for)
 
 VARIANTS = {"paper": ("paper", "exact"), "pytorch": ("pytorch", "exact"),
             "masked-exact": ("masked", "exact"), "masked-detached": ("masked", "detached")}
@@ -49,6 +51,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 MEASURED_KEYS = ("network", "method", "resolution", "batch", "optimizer", "frozen_bits", "variant",
                  "measured_peak", "estimated_peak")
 JS_NAME = "WHATIF_DATA"  # the global the data file sets: base64 of the gzipped JSON
+PERIODS = (1, 2, 4, 8, 16, 32)
+CHECKED_BATCHES = (1, 2, 3, 5, 8, 13, 64, MAX_BATCH)  # where other frozen-weight widths are checked
 
 
 def variant(q: Question) -> str:
@@ -57,43 +61,72 @@ def variant(q: Question) -> str:
     return f"masked-{q.backward}" if q.profile == "masked" else q.profile
 
 
-def encode(values: list[int]) -> list[int]:
-    """``[p, d, v_1 .. v_p]`` with ``values[b - 1] == v[(b - 1) % p] + ((b - 1) // p) * d`` for
-    every batch ``b``: the smallest period ``p`` that fits all values (the whole list, ``d = 0``,
-    if none shorter does)."""
-    n = len(values)
-    for p in (1, 2, 4, 8, 16, 32):
-        if p < n and len({values[i + p] - values[i] for i in range(n - p)}) == 1:
-            code = [p, values[p] - values[0], *values[:p]]
-            assert [at(code, b) for b in range(1, n + 1)] == values
-            return code
-    return [n, 0, *values]
+def encode(values: list[int]) -> list[list[int]]:
+    """Runs ``[start, p, d, v_0 .. v_(p-1)]`` such that ``values[start + k] == v[k % p] + (k // p) * d``
+    up to the next run's start (batches counted from 0). Greedy: at each start the run of one of
+    :data:`PERIODS` that covers the most values beyond the ``p`` it stores (the shorter period on
+    a tie); near a bend of the curve that is a short line."""
+    runs, i, n = [], 0, len(values)
+    while i < n:
+        best = (1, 1, 0)  # (length, p, d): one value
+        for p in PERIODS:
+            if i + p >= n:
+                break
+            d, j = values[i + p] - values[i], i
+            while j + p < n and values[j + p] - values[j] == d:
+                j += 1
+            if j + p - i - p > best[0] - best[1]:
+                best = (j + p - i, p, d)
+        length, p, d = best
+        runs.append([i, p, d, *values[i:i + p]])
+        i += length
+    assert [at(runs, b) for b in range(1, n + 1)] == values
+    return runs
 
 
-def at(code: list[int], batch: int) -> int:
-    """The value at ``batch`` of a curve stored by :func:`encode`."""
-    p, d = code[0], code[1]
-    return code[2 + (batch - 1) % p] + ((batch - 1) // p) * d
+def at(runs: list[list[int]], batch: int) -> int:
+    """The value at ``batch`` (from 1) of a curve stored by :func:`encode`."""
+    run = next(r for r in reversed(runs) if r[0] <= batch - 1)
+    k, p = batch - 1 - run[0], run[1]
+    return run[3 + k % p] + (k // p) * run[2]
+
+
+def _curves(q: Question, resolution: int) -> tuple[dict, dict]:
+    """Per optimizer, each part but the parameters as encoded curves; the parameters per
+    frozen-weight width, checked to be all that the width changes."""
+    here, curves, params = replace(q, resolution=resolution), {}, {}
+    for opt in OPTIMIZERS:
+        reference = curve_of(replace(here, frozen_bits=FROZEN_BITS[0], optimizer=opt))
+        parts = [Answer(here, reference.report(b)).breakdown() for b in range(1, MAX_BATCH + 1)]
+        curves[opt] = {k: encode([p[k] for p in parts]) for k in PARTS if k != "params"}
+        for bits in FROZEN_BITS:
+            curve = curve_of(replace(here, frozen_bits=bits, optimizer=opt))
+            for b in CHECKED_BATCHES:
+                got = Answer(here, curve.report(b)).breakdown()
+                params.setdefault(str(bits), got["params"])
+                if got != {**parts[b - 1], "params": params[str(bits)]}:
+                    raise ValueError(f"{replace(here, frozen_bits=bits, optimizer=opt, batch=b)}: the frozen-weight "
+                                     f"width changes more than the parameters ({got} vs {parts[b - 1]}); the "
+                                     "explorer's data (ondevice/whatif_data.py) must store it per width")
+    return curves, params
 
 
 def _group(model: str, method: str, var: str, resolutions, names: dict, types: dict):
     """Curves, parameter bytes and per-layer kept bytes of one (model, method, variant)."""
     profile, backward = VARIANTS[var]
     q = Question(model=model, method=method, profile=profile, backward=backward)
-    curves, rows = {}, {}
+    curves, rows, params = {}, {}, None
     for r in resolutions:
-        curve = curve_of(replace(q, resolution=r))
-        reports = [curve.report(b) for b in range(1, MAX_BATCH + 1)]
-        curves[str(r)] = [encode([x.saved_activations for x in reports]), encode([x.peak for x in reports])]
+        curves[str(r)], here = _curves(q, r)
+        if params not in (None, here):
+            raise ValueError(f"{model}, {method}, {var}: the parameters change with the resolution ({params} vs {here})")
+        params = here
         layers = estimate(configured(model, method), (1, 3, r, r), profile=profile, backward=backward).layers
         rows[r] = {(names.setdefault(l.name, len(names)), types.setdefault(l.type, len(types))): l.saved
                    for l in layers if l.saved}  # in call order
     keys = list(dict.fromkeys(k for row in rows.values() for k in row))
     layers = {"i": [k[0] for k in keys], "t": [k[1] for k in keys],
               "v": {str(r): [row.get(k, 0) for k in keys] for r, row in rows.items()}}
-    params = {f"{bits}|{opt}": [c.params, c.param_grads, c.optimizer_state]
-              for bits in FROZEN_BITS for opt in OPTIMIZERS
-              for c in [curve_of(replace(q, resolution=resolutions[0], frozen_bits=bits, optimizer=opt))]}
     return curves, params, layers
 
 
@@ -101,7 +134,8 @@ def model_data(model: str, resolutions=RESOLUTIONS) -> dict:
     """Everything the page needs about one model (the build runs one process per model)."""
     names: dict[str, int] = {}
     types: dict[str, int] = {}
-    out = {"methods": methods_for(model), "curves": {}, "params": {}, "layers": {}}
+    resolutions = tuple(r for r in resolutions if r in resolutions_for(model))
+    out = {"methods": methods_for(model), "resolutions": list(resolutions), "curves": {}, "params": {}, "layers": {}}
     for method in out["methods"]:
         for var in VARIANTS:
             curves, params, layers = _group(model, method, var, resolutions, names, types)
@@ -160,7 +194,7 @@ def explorer_data(models=None, resolutions=RESOLUTIONS, jobs: int = 1, progress:
         "defaults": asdict(Question()), "measured_variant": MEASURED_VARIANT,
         "devices": [{"name": d.name, "ram": d.ram, "ram_source": d.ram_source, "budget": d.budget,
                      "deductions": [asdict(x) for x in d.deductions]} for d in PRESETS.values()],
-        "models": per_model, "measured": measured_rows(),
+        "model_order": models, "models": per_model, "measured": measured_rows(),
     }
 
 

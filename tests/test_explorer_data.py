@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from ondevice.devices import KIB, MIB, PRESETS, PYTORCH, measure_runtime
-from ondevice.whatif import FALLBACK, MAX_BATCH, Question, answer, curve_of, method_on, methods_for
+from ondevice.whatif import (FALLBACK, MAX_BATCH, PARTS, Answer, Question, answer, curve_of, method_on,
+                             methods_for)
 from ondevice.whatif_data import (VARIANTS, at, encode, explorer_data, from_js, measured_rows, to_js,
                                   variant)
 
@@ -21,35 +22,45 @@ def data():
     return explorer_data(models=[MODEL], resolutions=RESOLUTIONS, progress=False)
 
 
-def total_from(data, q):
-    """What the page computes (js/explorer/whatif.js, answer): params + [grads + state] + peak."""
+def parts_from(data, q):
+    """What the page computes (js/explorer/whatif.js, answer): the parameters for the width, every
+    other part from its curve."""
     m = data["models"][q.model]
     key = f"{q.method}|{variant(q)}"
-    params, grads, state = m["params"][key][f"{q.frozen_bits}|{q.optimizer}"]
-    peak = at(m["curves"][key][str(q.resolution)][1], q.batch)
-    return params + peak if q.profile == "paper" else params + grads + state + peak
+    curves = m["curves"][key][str(q.resolution)][q.optimizer]
+    return {k: m["params"][key][str(q.frozen_bits)] if k == "params" else at(curves[k], q.batch) for k, _ in data["parts"]}
 
 
-def test_encode_finds_lines_periods_and_falls_back_to_the_list():
+def total_from(data, q):
+    return sum(parts_from(data, q).values())
+
+
+def test_encode_finds_lines_periods_and_bends():
     line = [100 + 7 * b for b in range(1, 129)]
     masks = [4 * -(-33 * b // 32) for b in range(1, 129)]  # 33 mask bits per sample, in int32 words
-    odd = [b * b for b in range(1, 129)]
-    for values, period in ((line, 1), (masks, 32), (odd, 128)):
+    bend = [max(1000, 30 * b) for b in range(1, 129)]  # the peak moves to another moment at b = 34
+    squares = [b * b for b in range(1, 129)]
+    for values, runs in ((line, [[0, 1, 7, 107]]), (masks, [[0, 32, 132, *masks[:32]]]),
+                         (bend, [[0, 1, 0, 1000], [33, 1, 30, 1020]]), (squares, None)):
         code = encode(values)
-        assert code[0] == period and [at(code, b) for b in range(1, 129)] == values
+        assert [at(code, b) for b in range(1, 129)] == values
+        if runs is not None:
+            assert code == runs
 
 
-def test_every_curve_is_the_engines_at_every_batch(data):
+def test_every_part_is_the_engines_at_every_batch(data):
     m = data["models"][MODEL]
-    assert m["methods"] == methods_for(MODEL)
+    assert m["methods"] == methods_for(MODEL) and [k for k, _ in data["parts"]] == list(PARTS)
     for method in m["methods"]:
         for var, (profile, backward) in VARIANTS.items():
             for r in RESOLUTIONS:
-                saved, peak = m["curves"][f"{method}|{var}"][str(r)]
-                curve = curve_of(Question(model=MODEL, method=method, resolution=r, profile=profile, backward=backward))
-                for b in range(1, MAX_BATCH + 1):
-                    report = curve.report(b)
-                    assert (at(saved, b), at(peak, b)) == (report.saved_activations, report.peak), (method, var, r, b)
+                for opt in data["optimizers"]:
+                    q = Question(model=MODEL, method=method, resolution=r, profile=profile, backward=backward,
+                                 optimizer=opt, frozen_bits=32)
+                    curve = curve_of(q)
+                    for b in range(1, MAX_BATCH + 1):
+                        here = replace(q, batch=b)
+                        assert parts_from(data, here) == Answer(here, curve.report(b)).breakdown(), here
 
 
 def test_totals_from_the_data_are_answer_to_the_byte(data):

@@ -68,6 +68,16 @@ def test_nonsense_is_explained_by_answer_total_and_limits_alike(change, words):
             ask(q)
 
 
+def test_a_model_that_needs_a_larger_input_says_so(monkeypatch):
+    import ondevice.whatif as whatif
+
+    assert whatif.resolutions_for("proxylessnas_mobile") == RESOLUTIONS  # every one traces
+    monkeypatch.setattr(whatif, "resolutions_for", lambda model: RESOLUTIONS[3:])  # as if from 192 px
+    assert problems(replace(Q, resolution=160)) == [
+        "resolution must be at least 192 px for proxylessnas_mobile (its layers' windows need it), got 160"]
+    assert {r.largest_resolution for r in limits(replace(Q, resolution=192, budget=1e12))} == {RESOLUTIONS[-1]}
+
+
 def test_masked_profile_answers_with_its_backward_mode():
     q = replace(Q, profile="masked", frozen_bits=32)
     model = configured(Q.model, Q.method)

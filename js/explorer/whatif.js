@@ -74,21 +74,22 @@
   }
 
   // ---- answers from the precomputed curves ------------------------------------------------
-  function at(code, batch) {  // f(b) = v[(b - 1) % p] + floor((b - 1) / p) * d
-    var p = code[0];
-    return code[2 + (batch - 1) % p] + Math.floor((batch - 1) / p) * code[1];
+  function at(runs, batch) {  // in the run [start, p, d, v...] that holds b - 1: v[k % p] + floor(k / p) * d
+    var i = runs.length - 1;
+    while (runs[i][0] > batch - 1) i -= 1;
+    var run = runs[i], k = batch - 1 - run[0], p = run[1];
+    return run[3 + k % p] + Math.floor(k / p) * run[2];
   }
 
   function variant(q) { return q.profile === "masked" ? "masked-" + q.backward : q.profile; }
 
-  function answer(data, q) {
+  function answer(data, q) {  // Answer.breakdown(), part by part; the total is their sum
     var m = data.models[q.model], key = q.method + "|" + variant(q);
-    var curves = m.curves[key][q.resolution], par = m.params[key][q.frozen_bits + "|" + q.optimizer];
-    var saved = at(curves[0], q.batch), peak = at(curves[1], q.batch);
-    var paper = q.profile === "paper";  // TinyTL's accounting: params + peak
-    var parts = {params: par[0], param_grads: paper ? 0 : par[1], optimizer_state: paper ? 0 : par[2],
-                 saved_activations: saved, temporaries: peak - saved};
-    var total = parts.params + parts.param_grads + parts.optimizer_state + peak;
+    var curves = m.curves[key][q.resolution][q.optimizer], parts = {}, total = 0;
+    data.parts.forEach(function (p) {
+      parts[p[0]] = p[0] === "params" ? m.params[key][q.frozen_bits] : at(curves[p[0]], q.batch);
+      total += parts[p[0]];
+    });
     return {question: q, total: total, parts: parts, fits: total <= q.budget, margin: q.budget - total};
   }
 
@@ -107,7 +108,7 @@
   function limits(data, q) {
     return data.models[q.model].methods.map(function (method) {
       var here = Object.assign({}, q, {method: method}), a = answer(data, here);
-      var fitting = data.resolutions.filter(function (r) {
+      var fitting = data.models[q.model].resolutions.filter(function (r) {
         return answer(data, Object.assign({}, here, {resolution: r})).total <= q.budget;
       });
       return {method: method, total: a.total, fits: a.fits, largestBatch: largestBatch(data, here),
@@ -168,7 +169,7 @@
     el.textContent = "";
     var box = element("div", {"class": "whatif-controls"}, el), c = this.c = {};
     c.model = control(box, "model", "model", "select");
-    fill(c.model, Object.keys(data.models).map(function (m) { return [m, m]; }));
+    fill(c.model, data.model_order.map(function (m) { return [m, m]; }));
     c.method = control(box, "method", "method", "select");
     c.resolution = control(box, "resolution", "resolution", "input", {type: "range", step: 32,
       min: data.resolutions[0], max: data.resolutions[data.resolutions.length - 1]});
@@ -233,9 +234,10 @@
   }
 
   Explorer.prototype.setMethods = function (wanted) {  // the model changed: keep a valid method
-    var model = this.c.model.value;
+    var model = this.c.model.value, resolutions = this.data.models[model].resolutions;
     fill(this.c.method, this.data.models[model].methods.map(function (m) { return [m, m]; }));
     this.c.method.value = methodOn(this.data, model, wanted);
+    this.c.resolution.min = resolutions[0];  // a smaller input than the model takes moves up to it
   };
 
   Explorer.prototype.device = function () {
