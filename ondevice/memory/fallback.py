@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .rules import MEASURED, Stored, keep
-from .shapes import STATE, BatchSize, ShapeTensor, Unsupported, function_name, is_batched
+from .shapes import STATE, BatchSize, ShapeTensor, Unsupported, function_name, is_batched, leaves
 
 
 class _Real:
@@ -121,19 +121,6 @@ def _run(run, args, kwargs, scale: int):
     return real, out, log
 
 
-def _leaves(value, kind, into: list) -> list:
-    """The ``kind`` leaves of a nested output, in order."""
-    if isinstance(value, kind):
-        into.append(value)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _leaves(v, kind, into)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _leaves(v, kind, into)
-    return into
-
-
 def _dense_strides(shape, strides) -> tuple[int, ...]:
     """Strides at batch 1 laid out in the order of the measured ``strides`` (a permuted layout)."""
     order = sorted(range(len(shape)), key=lambda i: -strides[i])
@@ -173,15 +160,15 @@ def _back(value, other, real: _Real):
 
 def _measure(run, args, kwargs, label: str):
     """Run twice (batch 2 and 3, or once if nothing is batched); (outputs at batch 1, kept)."""
-    batched = any(is_batched(t.shape) for t in _leaves((args, kwargs), ShapeTensor, []))
+    batched = any(is_batched(t.shape) for t in leaves((args, kwargs), ShapeTensor))
     runs = [_run(run, args, kwargs, s) for s in ((2, 3) if batched else (1,))]
     real, out, log = runs[0]
     result = _back(out, runs[1][1] if batched else None, real)
     outputs = {r.untyped_storage()._cdata: o for r, o in
-               zip(_leaves(out, torch.Tensor, []), _leaves(result, ShapeTensor, []))}
+               zip(leaves(out, torch.Tensor), leaves(result, ShapeTensor))}
     kept, anonymous = [], []
     for run_real, run_out, run_log in runs:
-        own = {t.untyped_storage()._cdata for t in _leaves(run_out, torch.Tensor, [])}
+        own = {t.untyped_storage()._cdata for t in leaves(run_out, torch.Tensor)}
         total = 0
         for key, nbytes in run_log.saved.items():
             if key in run_real.held:

@@ -355,21 +355,22 @@ def _without_grad(func, args, kwargs):
         from .fallback import measure_function  # noqa: PLC0415
 
         out = measure_function(func, args, kwargs)[0]
-    inputs = {id(v) for v in _leaves((args, kwargs))}
-    for t in _leaves(out):
-        if isinstance(t, ShapeTensor) and id(t) not in inputs:
+    inputs = {id(v) for v in leaves((args, kwargs), ShapeTensor)}
+    for t in leaves(out, ShapeTensor):
+        if id(t) not in inputs:
             t.requires_grad = False
     return out
 
 
-def _leaves(value, into=None) -> list:
+def leaves(value, kind, into: list | None = None) -> list:
+    """The ``kind`` values in a nested structure of lists, tuples and dicts, in order."""
     into = [] if into is None else into
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, kind):
+        into.append(value)
+    elif isinstance(value, (list, tuple)):
         for v in value:
-            _leaves(v, into)
+            leaves(v, kind, into)
     elif isinstance(value, dict):
         for v in value.values():
-            _leaves(v, into)
-    else:
-        into.append(value)
+            leaves(v, kind, into)
     return into

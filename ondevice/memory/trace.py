@@ -36,11 +36,12 @@ from torch.overrides import TorchFunctionMode
 from .layer_shapes import _adaptive, _conv, _linear, _pool2d
 from .shape_rules import _new, register_shape_rule
 from .view_rules import FACTORIES, factory
-from .shapes import STATE, BatchSize, Op, ShapeError, ShapeTensor, TensorInfo, Unsupported, dispatch, real_info
+from .shapes import STATE, BatchSize, Op, ShapeError, ShapeTensor, TensorInfo, Unsupported, dispatch, leaves, real_info
 
 _conv2d = _conv(2)  # the names the twins' rules use (lean_rules.py)
 _adaptive2d = _adaptive(2)
 _NO_INPUT = TensorInfo((0,), torch.float32, False, 0)
+_TENSORS = (ShapeTensor, torch.Tensor)
 
 __all__ = ["Call", "Op", "ShapeTensor", "TensorInfo", "register_shape_rule", "trace", "_conv2d", "_linear",
            "_new", "_pool2d"]
@@ -69,13 +70,6 @@ class Call:
     def input(self) -> TensorInfo:
         """The first tensor argument (an empty placeholder for a call without one)."""
         return self.inputs[0] if self.inputs else _NO_INPUT
-
-    @property
-    def how(self) -> str:
-        """``"measured, no rule"`` when the fallback measured (part of) it, else ``"derived"``."""
-        if self.measured is not None or any(op.saved is not None for op in self.ops or ()):
-            return "measured, no rule"
-        return "derived"
 
     def child(self, attr: str) -> "Call":
         """The call of sub-module ``attr`` made inside this call (e.g. ``"gate"``)."""
@@ -117,18 +111,6 @@ class GenuineError(Exception):
     def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
-
-
-def _tensors(value, out: list) -> list:
-    if isinstance(value, (ShapeTensor, torch.Tensor)):
-        out.append(value)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _tensors(v, out)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _tensors(v, out)
-    return out
 
 
 def _info(t) -> TensorInfo:
@@ -227,7 +209,7 @@ class _Tracer:
             return
         self.args.append(args)
         call = Call(self.names[module] or "(model)", module, module.training,
-                    tuple(_info(t) for t in _tensors(args, [])), index=next(order))
+                    tuple(_info(t) for t in leaves(args, _TENSORS)), index=next(order))
         if type(module) not in self.ruled and type(module) not in self.measured:
             call.ops = []
         (self.stack[-1].children if self.stack else self.root).append(call)
@@ -239,7 +221,7 @@ class _Tracer:
             return
         call = self.stack.pop()
         self.args.pop()
-        call.outputs = tuple(_info(t) for t in _tensors(output, []))
+        call.outputs = tuple(_info(t) for t in leaves(output, _TENSORS))
         call.output = call.outputs[0] if call.outputs else None
         STATE.call = self.stack[-1] if self.stack else None
 
@@ -254,7 +236,7 @@ def refresh_rnn_weights(modules) -> None:
 def _custom_function(apply, cls, *args, **kwargs):
     """``torch.autograd.Function.apply`` during the trace: a custom function keeps what its
     ``save_for_backward`` says, which shapes cannot tell; the module calling it is measured."""
-    if not STATE.measuring and any(isinstance(a, ShapeTensor) for a in _tensors((args, kwargs), [])):
+    if not STATE.measuring and any(True for _ in leaves((args, kwargs), ShapeTensor)):
         raise Unsupported(f"a custom autograd function ({cls.__name__}) keeps what its forward saves")
     return apply.__func__(cls, *args, **kwargs)
 
