@@ -33,13 +33,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .layer_shapes import _adaptive, _conv, _linear, _pool2d
+from .layer_shapes import _conv, _linear, _pool2d
 from .shape_rules import _new, register_shape_rule
-from .view_rules import FACTORIES, factory
 from .shapes import STATE, BatchSize, Op, ShapeError, ShapeTensor, TensorInfo, Unsupported, dispatch, leaves, real_info
+from .view_rules import FACTORIES, factory
 
 _conv2d = _conv(2)  # the names the twins' rules use (lean_rules.py)
-_adaptive2d = _adaptive(2)
 _NO_INPUT = TensorInfo((0,), torch.float32, False, 0)
 _TENSORS = (ShapeTensor, torch.Tensor)
 
