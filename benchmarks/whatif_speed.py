@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import time
@@ -106,7 +107,7 @@ def main() -> int:
     summary = {"target_ms": TARGET_MS, **widget(args.repeats)}
     if args.browser:
         summary["browser"] = browser(args.changes, args.page)
-    summary.update(machine=machine(), date=today())
+    summary.update(machine=machine(), load_average_1min=os.getloadavg()[0], date=today())
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"whatif_speed-{host()}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
