@@ -9,7 +9,7 @@ unchanged. The cache does not know about the library, so it is dropped whenever 
 
 Before that, the in-browser what-if explorer (chapter 5) gets its files in ``_build/extra/explorer/``
 (copied to the HTML root like the vendored JavaScript): ``js/explorer/*.js`` and the numbers
-``python -m ondevice.whatif_data`` precomputes with the memory engine (about a minute on two
+``python -m ondevice.whatif_data`` precomputes with the memory engine (minutes on two
 cores; redone only when the library or ``benchmarks/results/train_memory-*.json`` changed).
 Notebooks run with ``BOOK_STATIC=1``, so ``ondevice.whatif.explorer()`` draws that explorer
 instead of a widget whose saved controls would do nothing without a kernel.
