@@ -58,7 +58,8 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) 
     """The float weight of the stored one: ``q`` itself when it is not quantized (``scale`` None)."""
     if scale is None:
         return q
-    return (q.to(scale.dtype) * scale).to(dtype)
+    w = q.to(scale.dtype).mul_(scale)  # one float copy (q * scale would cast q into a temporary first)
+    return w if w.dtype == dtype else w.to(dtype)
 
 
 def _store(module: nn.Module, weight: torch.Tensor, bits: int) -> None:

@@ -62,7 +62,7 @@ from ..blocks import (ConvNet, ConvNormAct, FrozenStatsBatchNorm2d, InvertedResi
                       SkipBlock, SqueezeExcite)
 from ..mask_activations import MASK_ACTIVATIONS, MOBILETL_SURROGATE, MaskHardswish, to_mask_activation
 from ..models.groupnorm import WSConv2d
-from ..models.resnet import Bottleneck
+from ..models.resnet import ResidualBlock
 from .frozen import FrozenConv2d, FrozenLinear, check_bits
 from .norms import BatchNormAct, LeanBatchNorm2d, LeanGroupNorm
 from .pools import LeanAvgPool2d, LeanMaxPool2d
@@ -75,7 +75,7 @@ TWINS = (FrozenConv2d, FrozenLinear, LeanWSConv2d, BatchNormAct, LeanBatchNorm2d
 # nothing beyond squeeze-excite's product, which needs both factors).
 MINIMAL = (nn.Dropout, nn.Identity, nn.Flatten, nn.Upsample)
 CONTAINERS = (nn.Sequential, nn.ModuleList, ConvNormAct, InvertedResidual, LiteResidual, SkipBlock,
-              SqueezeExcite, ConvNet, Bottleneck)
+              SqueezeExcite, ConvNet, ResidualBlock)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..blocks import InvertedResidual
-from ..models.resnet import Bottleneck
+from ..models.resnet import ResidualBlock
 from . import paper
 from . import step_model
 from .rules import MEASURED, MODES, Context, Stored, rule_for
@@ -174,8 +174,9 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionar
 
 def _cached_trace(model: nn.Module, modules: list[nn.Module], params: list[nn.Parameter],
                   shape: tuple[int, ...], dtype: torch.dtype, input_requires_grad: bool,
-                  kernelized: str | None) -> Call:
-    """The batch-1 trace (of ``kernelize(model, backward=kernelized)`` when that is given);
+                  kernelized: tuple | None) -> Call:
+    """The batch-1 trace (of ``kernelize(model, backward=..., frozen_bits=...)`` when ``kernelized``
+    gives (backward, frozen_bits));
     re-traced when the shape, the modules, the trainable set or a module's mode changes."""
     state = (kernelized, tuple(map(id, modules)), tuple(m.training for m in modules),
              tuple(p.requires_grad for p in params))
@@ -188,19 +189,21 @@ def _cached_trace(model: nn.Module, modules: list[nn.Module], params: list[nn.Pa
         if kernelized is not None:  # one kernelized copy serves every input shape
             copies = cache.setdefault("kernelized", {})
             if state not in copies:
-                copies[state] = kernelized_on_meta(model, kernelized)
+                copies[state] = kernelized_on_meta(model, *kernelized)
             target = copies[state]
         cache[key] = trace(target, (1, *shape), dtype, input_requires_grad)
     return cache[key]
 
 
-def kernelized_on_meta(model: nn.Module, backward: str) -> nn.Module:
-    """``kernelize(copy of model, backward=backward)`` with every parameter and buffer on the
-    meta device: the structure, modes and trainable set of the kernelized model, no data."""
+def kernelized_on_meta(model: nn.Module, backward: str, frozen_bits: int = 32) -> nn.Module:
+    """``kernelize(copy of model, backward=backward, frozen_bits=...)`` with every parameter and
+    buffer on the meta device: the structure, modes and trainable set of the kernelized model, no
+    data. Storages that kernelize does not offer (16 and 4 bits) are modelled at 32 bits (only the
+    parameter bytes change with them)."""
     from ..lean.kernelize import meta_copy, kernelize_modules
 
     copy = meta_copy(model)
-    kernelize_modules(copy, backward, 32, "torch")
+    kernelize_modules(copy, backward, frozen_bits if frozen_bits == 8 else 32, "torch")
     return copy
 
 
@@ -255,7 +258,7 @@ def _prepare(model, shape, dtype, input_requires_grad, frozen_bits, optimizer, p
     """The batch-1 trace, the distinct parameters, and (params, gradients, optimizer state) bytes."""
     modules = list(model.modules())
     parameters, weights = _parameters(modules)
-    kernelized = backward if profile == "masked" else None
+    kernelized = (backward, frozen_bits) if profile == "masked" else None
     root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad, kernelized)
     return root, parameters, _param_bytes(parameters, weights, frozen_bits, optimizer, profile)
 
@@ -378,7 +381,7 @@ def _compile(root: Call, ctx: Context) -> _Compiled:
 def _residual(call: Call) -> bool:
     """Whether the call adds its input to its output at its end (a residual block)."""
     m = call.module
-    return (isinstance(m, InvertedResidual) and m.use_residual) or isinstance(m, Bottleneck)
+    return (isinstance(m, InvertedResidual) and m.use_residual) or isinstance(m, ResidualBlock)
 
 
 def _trainable_bytes(root: Call) -> dict[int, int]:

@@ -39,7 +39,7 @@ from kernels import FrozenNormAct, GroupNormAct
 from ..blocks import InvertedResidual
 from ..lean.norms import BatchNormAct
 from ..mask_activations import MASK_ACTIVATIONS
-from ..models.resnet import Bottleneck
+from ..models.resnet import ResidualBlock
 from .trace import Call
 
 _CONV, _LINEAR = (nn.Conv2d,), (nn.Linear,)
@@ -65,7 +65,7 @@ def _trains_weight(module: nn.Module) -> bool:
 
 def _residual(call: Call) -> bool:
     m = call.module
-    return (isinstance(m, InvertedResidual) and m.use_residual) or isinstance(m, Bottleneck)
+    return (isinstance(m, InvertedResidual) and m.use_residual) or isinstance(m, ResidualBlock)
 
 
 def replay(root: Call, act_bytes: float = 4.0) -> list[PaperLayer]:

@@ -10,7 +10,8 @@ CUDA the step model has no workspace rule (cuDNN's are not modelled) and says so
 - **Convolutions, oneDNN's blocked layout.** oneDNN computes a convolution on tensors laid out in
   blocks of ``b`` channels (``b`` = 16 with AVX-512, 8 otherwise; a channel count is padded up to
   a whole block): it copies the input in (not for inputs of fewer than ``b`` channels, such as an
-  image), writes a blocked output, copies it out, and copies the weight. With ``X``, ``Y``, ``W``
+  image), writes a blocked output, copies it out, and copies the weight. (A frozen int8 weight is
+  first dequantized: one float copy, whichever implementation runs.) With ``X``, ``Y``, ``W``
   the blocked sizes of input, output and weight, and ``x``, ``y`` the plain ones:
 
   ====================  ===========================================================================
@@ -88,18 +89,19 @@ def _conv(call: Call, backward: bool) -> ConvWork:
     big_x = 0 if cin < block else x * _blocked(cin, block) // cin
     big_y = y * _blocked(cout, block) // cout
     big_w = m.weight.numel() * call.input.dtype.itemsize  # the float weight's blocked copy
-    if isinstance(m, FrozenConv2d) and m.weight_scale is not None:
-        big_w *= 2  # and the float weight dequantized from int8
+    dequantized = big_w if isinstance(m, FrozenConv2d) and m.weight_scale is not None else 0  # int8 -> float
     kh, kw = m.kernel_size
     a = any(s > 1 for s in m.stride) or any(d > 1 for d in m.dilation) or (kh, kw) != (1, 1)
     b = m.groups > 1 or (kh > 3 and kw > 3)
     columns = cin * kh * kw * y // cout  # slow_conv2d's unfolded input: C kh kw values per output pixel
     pointwise = (kh, kw) == (1, 1) and not a and tuple(m.padding) == (0, 0)
     if not backward:
-        return ConvWork(a, b, call.input.numel, (max(big_x + big_y, big_y + y) - y, big_w), (0 if pointwise else columns, 0))
+        return ConvWork(a, b, call.input.numel, (max(big_x + big_y, big_y + y) - y, big_w + dequantized),
+                        (0 if pointwise else columns, dequantized))
     need_dx, need_dw = call.input.requires_grad, m.weight.requires_grad
     if isinstance(m, FrozenConv2d):  # dx by conv_transpose2d(dy, W): selected on dy
-        return ConvWork(a, b, call.output.numel, (max(big_y + big_x, big_x + x) - x, big_w), (columns, 0))
+        return ConvWork(a, b, call.output.numel, (max(big_y + big_x, big_x + x) - x, big_w + dequantized),
+                        (columns, dequantized))
     direct = m.groups == cin == cout and max(m.kernel_size) >= 5  # oneDNN's direct depthwise kernel
     dx = (max(big_y + big_x, big_x + x) - x, big_w) if need_dx else (0, 0)
     dw = (big_x + big_y, big_w) if need_dw and not direct else (0, 0)
@@ -108,15 +110,16 @@ def _conv(call: Call, backward: bool) -> ConvWork:
 
 
 def _standardization(m: nn.Conv2d, backward: bool) -> tuple[int, int]:
-    """Weight standardization's weight-sized temporaries: (during the convolution, in a later step
-    of the same layer). Forward: ``W_hat`` while the convolution runs (``W - mean`` is freed before).
+    """Weight standardization's weight-sized temporaries: (during the convolution, in another step
+    of the same layer). Forward: ``W - mean`` and ``W_hat`` while it standardizes, then ``W_hat``
+    while the convolution runs.
     Backward of a trainable weight: :class:`LeanWSConv2d` recomputes ``W_hat`` for the convolution's
     backward, then holds it and one temporary while it turns dW_hat into dW in place; stock autograd's
     standardization backward holds four weight-sized tensors after the convolution's (``W_hat`` is
     one of its saved tensors, counted there). A frozen weight has no standardization backward."""
     w = m.weight.numel() * m.weight.element_size()
     if not backward:
-        return w, 0
+        return w, 2 * w
     if not m.weight.requires_grad:
         return 0, 0
     return (w, 2 * w) if isinstance(m, LeanWSConv2d) else (0, 4 * w)
