@@ -72,11 +72,11 @@ def browser(changes: int, page_path: Path) -> dict:
     if not page_path.exists():
         raise SystemExit(f"{page_path} is missing: build the book first (make book)")
     from ondevice.devices import PRESETS
-    from ondevice.models import ZOO
+    from ondevice.whatif_data import EXPLORER_MODELS, WIDTHS
 
     rng = random.Random(0)
-    controls = [("model", list(ZOO), "change"), ("resolution", RESOLUTIONS, "input"), ("batch", range(1, 129), "input"),
-                ("frozen-bits", (32, 16, 8, 4), "change"), ("optimizer", ("sgd", "momentum", "adam"), "change"),
+    controls = [("model", EXPLORER_MODELS, "change"), ("resolution", RESOLUTIONS, "input"), ("batch", range(1, 129), "input"),
+                ("frozen-bits", WIDTHS, "change"), ("optimizer", ("sgd", "momentum", "adam"), "change"),
                 ("profile", ("paper", "pytorch", "masked"), "change"), ("backward", ("exact", "detached"), "change"),
                 ("device", list(PRESETS), "change"), ("budget-mb", (16, 64, 256, 1024), "input")]
     times: dict[str, list[float]] = {name: [] for name, _, _ in controls}

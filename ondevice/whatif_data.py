@@ -12,8 +12,9 @@ mode) and resolution the data holds:
   (``k`` counted from the run's first batch). With ``p = 1`` a run is a line (intercept and
   slope); ``p = 4`` covers the 1-bit masks packed 32 per int32 word (``4 * ceil(numel * b / 32)``
   bytes); a new run starts where the peak moves to another moment of the step;
-- the parameters for every frozen-weight width (the width changes nothing else: the build
-  checks it on a few batches of every configuration);
+- the parameters for each frozen-weight width of :data:`WIDTHS`; a width that changes more than
+  the parameters (int8 weights dequantized into a temporary, say) gets curves of its own (the
+  build compares it with full width at every batch);
 - what each layer keeps for backward at batch 1 (the per-layer table of
   :func:`ondevice.memory.estimate`).
 
@@ -39,7 +40,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .devices import PRESETS
-from .memory import FROZEN_BITS, OPTIMIZERS, PROFILES, estimate
+from .memory import OPTIMIZERS, PROFILES, estimate
 from .memory.rules import MODES
 from .whatif import (FALLBACK, MAX_BATCH, PARTS, RESOLUTIONS, Answer, Question, configured, curve_of,
                      methods_for, resolutions_for)
@@ -52,7 +53,12 @@ MEASURED_KEYS = ("network", "method", "resolution", "batch", "optimizer", "froze
                  "measured_peak", "estimated_peak")
 JS_NAME = "WHATIF_DATA"  # the global the data file sets: base64 of the gzipped JSON
 PERIODS = (1, 2, 4, 8, 16, 32)
-CHECKED_BATCHES = (1, 2, 3, 5, 8, 13, 64, MAX_BATCH)  # where other frozen-weight widths are checked
+# Frozen weights as kernelize stores them (32-bit or int8); the live widget also asks 16 and 4.
+WIDTHS = (32, 8)
+# The networks of chapters 1-3 (TinyTL's and MobileTL's backbones). The live widget offers the
+# whole zoo; precomputing every model for the static page would take the build (two cores) about
+# twice as long as these five do.
+EXPLORER_MODELS = ("proxylessnas_mobile", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "resnet50")
 
 
 def variant(q: Question) -> str:
@@ -92,22 +98,24 @@ def at(runs: list[list[int]], batch: int) -> int:
 
 
 def _curves(q: Question, resolution: int) -> tuple[dict, dict]:
-    """Per optimizer, each part but the parameters as encoded curves; the parameters per
-    frozen-weight width, checked to be all that the width changes."""
+    """Each part but the parameters as encoded curves, per optimizer at full width (key ``opt``)
+    and per optimizer and frozen-weight width where the width changes more than the parameters
+    (key ``opt|bits``: compared at every batch); the parameters per width."""
     here, curves, params = replace(q, resolution=resolution), {}, {}
     for opt in OPTIMIZERS:
-        reference = curve_of(replace(here, frozen_bits=FROZEN_BITS[0], optimizer=opt))
-        parts = [Answer(here, reference.report(b)).breakdown() for b in range(1, MAX_BATCH + 1)]
-        curves[opt] = {k: encode([p[k] for p in parts]) for k in PARTS if k != "params"}
-        for bits in FROZEN_BITS:
+        full = None  # the parts at every batch at full width
+        for bits in WIDTHS:
             curve = curve_of(replace(here, frozen_bits=bits, optimizer=opt))
-            for b in CHECKED_BATCHES:
-                got = Answer(here, curve.report(b)).breakdown()
-                params.setdefault(str(bits), got["params"])
-                if got != {**parts[b - 1], "params": params[str(bits)]}:
-                    raise ValueError(f"{replace(here, frozen_bits=bits, optimizer=opt, batch=b)}: the frozen-weight "
-                                     f"width changes more than the parameters ({got} vs {parts[b - 1]}); the "
-                                     "explorer's data (ondevice/whatif_data.py) must store it per width")
+            every = [Answer(here, curve.report(b)).breakdown() for b in range(1, MAX_BATCH + 1)]
+            width = params.setdefault(str(bits), every[0]["params"])
+            if any(p["params"] != width for p in every):
+                raise ValueError(f"{replace(here, frozen_bits=bits, optimizer=opt)}: the parameters change with "
+                                 "the batch or the optimizer; ondevice/whatif_data.py stores them per width only")
+            if full is not None and all(p == {**f, "params": width} for p, f in zip(every, full)):
+                continue  # this width changes the parameters only
+            codes = {k: encode([p[k] for p in every]) for k in PARTS if k != "params"}
+            curves[opt if full is None else f"{opt}|{bits}"] = codes
+            full = every if full is None else full
     return curves, params
 
 
@@ -164,12 +172,15 @@ def measured_rows(results: Path = RESULTS) -> dict:
 
 
 def explorer_data(models=None, resolutions=RESOLUTIONS, jobs: int = 1, progress: bool = True) -> dict:
-    """The whole data set of the page (``models``: default every model of the zoo)."""
+    """The whole data set of the page (``models``: default :data:`EXPLORER_MODELS`)."""
     from tqdm import tqdm
 
     from .models import ZOO
 
-    models = list(ZOO if models is None else models)
+    models = list(EXPLORER_MODELS if models is None else models)
+    unknown = [m for m in models if m not in ZOO]
+    if unknown:
+        raise ValueError(f"models must be in the zoo ({', '.join(ZOO)}), got {', '.join(unknown)}")
     resolutions = tuple(resolutions)
     bar = tqdm(total=len(models), desc="what-if explorer data (models)", disable=not progress)
     if jobs > 1:
@@ -189,7 +200,7 @@ def explorer_data(models=None, resolutions=RESOLUTIONS, jobs: int = 1, progress:
 
     return {
         "schema": 1, "torch": torch.__version__, "max_batch": MAX_BATCH, "resolutions": list(resolutions),
-        "frozen_bits": list(FROZEN_BITS), "optimizers": list(OPTIMIZERS), "profiles": list(PROFILES),
+        "frozen_bits": list(WIDTHS), "optimizers": list(OPTIMIZERS), "profiles": list(PROFILES),
         "backwards": list(MODES), "parts": [[k, v] for k, v in PARTS.items()], "fallback": FALLBACK,
         "defaults": asdict(Question()), "measured_variant": MEASURED_VARIANT,
         "devices": [{"name": d.name, "ram": d.ram, "ram_source": d.ram_source, "budget": d.budget,
@@ -240,6 +251,9 @@ class Page:
     ``tools/build_book.py``)."""
 
     def __init__(self, question: Question = Question()):
+        if question.model not in EXPLORER_MODELS or question.frozen_bits not in WIDTHS:
+            raise ValueError(f"the in-browser explorer asks about the models {', '.join(EXPLORER_MODELS)} and "
+                             f"frozen weights of {WIDTHS} bits, got {question.model!r}, {question.frozen_bits!r}")
         self.question = question
 
     def _repr_html_(self) -> str:

@@ -152,11 +152,12 @@ SET_CONTROL = """([testid, value, event]) => {
 def random_question(rng):
     """A random question, and how the controls express its budget (a preset name or MB typed)."""
     from ondevice.devices import PRESETS
-    from ondevice.whatif import ZOO, Question, methods_for, resolutions_for
+    from ondevice.whatif import Question, methods_for, resolutions_for
+    from ondevice.whatif_data import EXPLORER_MODELS, WIDTHS
 
-    model = rng.choice(list(ZOO))
+    model = rng.choice(EXPLORER_MODELS)
     q = Question(model=model, method=rng.choice(methods_for(model)), resolution=rng.choice(resolutions_for(model)),
-                 batch=rng.randint(1, 128), frozen_bits=rng.choice([32, 16, 8, 4]),
+                 batch=rng.randint(1, 128), frozen_bits=rng.choice(WIDTHS),
                  optimizer=rng.choice(["sgd", "momentum", "adam"]), profile=rng.choice(["paper", "pytorch", "masked"]),
                  backward=rng.choice(["exact", "detached"]))
     device = rng.choice([*PRESETS, "custom", "custom"])

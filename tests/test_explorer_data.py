@@ -14,7 +14,7 @@ from ondevice.whatif import (FALLBACK, MAX_BATCH, PARTS, Answer, Question, answe
 from ondevice.whatif_data import (VARIANTS, at, encode, explorer_data, from_js, measured_rows, to_js,
                                   variant)
 
-MODEL, RESOLUTIONS = "mobilenet_v3_small", (96, 160)
+MODEL, RESOLUTIONS = "mobilenet_v3_small", (96, 128)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,8 @@ def parts_from(data, q):
     other part from its curve."""
     m = data["models"][q.model]
     key = f"{q.method}|{variant(q)}"
-    curves = m["curves"][key][str(q.resolution)][q.optimizer]
+    by_width = m["curves"][key][str(q.resolution)]
+    curves = by_width.get(f"{q.optimizer}|{q.frozen_bits}", by_width[q.optimizer])
     return {k: m["params"][key][str(q.frozen_bits)] if k == "params" else at(curves[k], q.batch) for k, _ in data["parts"]}
 
 
@@ -54,9 +55,9 @@ def test_every_part_is_the_engines_at_every_batch(data):
     for method in m["methods"]:
         for var, (profile, backward) in VARIANTS.items():
             for r in RESOLUTIONS:
-                for opt in data["optimizers"]:
+                for opt, bits in [(opt, bits) for opt in data["optimizers"] for bits in data["frozen_bits"]]:
                     q = Question(model=MODEL, method=method, resolution=r, profile=profile, backward=backward,
-                                 optimizer=opt, frozen_bits=32)
+                                 optimizer=opt, frozen_bits=bits)
                     curve = curve_of(q)
                     for b in range(1, MAX_BATCH + 1):
                         here = replace(q, batch=b)

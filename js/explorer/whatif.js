@@ -85,7 +85,8 @@
 
   function answer(data, q) {  // Answer.breakdown(), part by part; the total is their sum
     var m = data.models[q.model], key = q.method + "|" + variant(q);
-    var curves = m.curves[key][q.resolution][q.optimizer], parts = {}, total = 0;
+    var byWidth = m.curves[key][q.resolution], parts = {}, total = 0;
+    var curves = byWidth[q.optimizer + "|" + q.frozen_bits] || byWidth[q.optimizer];  // its own, if the width needs
     data.parts.forEach(function (p) {
       parts[p[0]] = p[0] === "params" ? m.params[key][q.frozen_bits] : at(curves[p[0]], q.batch);
       total += parts[p[0]];
