@@ -214,6 +214,9 @@
     c.frozen_bits.value = start.frozen_bits; c.optimizer.value = start.optimizer;
     c.profile.value = start.profile; c.backward.value = start.backward;
     c.device.value = "custom"; c.budget.value = start.budget / 1e6;
+    [c.frozen_bits, c.optimizer, c.profile, c.backward].forEach(function (s) {  // a value it lacks: the first
+      if (!s.value) s.selectedIndex = 0;
+    });
     var self = this;
     c.model.addEventListener("change", function () { self.setMethods(self.wanted); self.update(); });
     c.method.addEventListener("change", function () { self.wanted = c.method.value; self.update(); });
