@@ -2,7 +2,7 @@
 # Both set everything up first (a .venv, the pinned packages, the vendored JavaScript).
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: setup vendor browser book test lab labs strip clean gpu-compile
+.PHONY: setup compiler vendor browser book test lab labs strip clean gpu-compile
 
 PYTHON ?= python3
 VENV := .venv
@@ -33,11 +33,16 @@ $(VENDORED): js/package.json js/package-lock.json tools/vendor_js.py $(INSTALLED
 	touch $@
 
 browser:
-	bash tools/install_chromium.sh
+	bash tools/apt_install.sh chromium chromium "the browser test"
+
+# A C++ compiler for the counting allocator (ondevice/memory/allocator.py), which the chapter-5
+# notebooks and the step tests build on first use.
+compiler:
+	bash tools/apt_install.sh g++ g++ "building the counting allocator that measures a training step"
 
 book: $(BOOK)
 
-$(BOOK): $(INSTALLED) $(VENDORED) $(BOOK_INPUTS) tools/build_book.py
+$(BOOK): $(INSTALLED) $(VENDORED) $(BOOK_INPUTS) tools/build_book.py | compiler
 	$(BIN)/python tools/build_book.py
 	touch $@
 
