@@ -11,8 +11,9 @@ INSTALLED := $(VENV)/.installed
 VENDORED := _build/extra/.vendored
 BOOK := _build/html/index.html
 # Everything the built pages depend on; a change to any of these rebuilds the book.
-BOOK_INPUTS := _config.yml _toc.yml requirements.txt $(shell find book ondevice kernels labs \
-	-type f \( -name '*.md' -o -name '*.ipynb' -o -name '*.py' -o -name '*.png' -o -name '*.svg' \) \
+BOOK_INPUTS := _config.yml _toc.yml requirements.txt $(shell find book ondevice kernels labs js/explorer \
+	benchmarks/results -type f \( -name '*.md' -o -name '*.ipynb' -o -name '*.py' -o -name '*.png' -o -name '*.svg' \
+	-o -name '*.js' -o -name '*.json' -o -name '*.cpp' \) \
 	-not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' 2>/dev/null)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
