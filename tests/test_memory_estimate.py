@@ -154,6 +154,12 @@ def test_bad_input_shape_is_rejected():  # every other bad input: tests/test_tra
         estimate(nn.Conv2d(3, 4, 1), (0, 3, 8, 8))
 
 
+@pytest.mark.parametrize("sample_shape", [None, 5, "3x8x8"])
+def test_memory_curve_names_a_sample_shape_that_is_not_a_tuple(sample_shape):
+    with pytest.raises(TypeError, match=r"sample_shape must be a tuple \(channels, height, width\)"):
+        memory_curve(nn.Conv2d(3, 4, 1), sample_shape)
+
+
 # TinyTL Table 2 (ProxylessNAS-Mobile, 224 px, batch 8, 102-class head, frozen weights 8-bit), MB.
 TABLE2 = {"FT-Full": 391, "FT-Norm+Last": 192, "FT-Last": 31, "TinyTL-B": 32}
 

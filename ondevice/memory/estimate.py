@@ -454,6 +454,8 @@ def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch", ba
                  dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryCurve:
     """Memory of ``model`` on inputs of ``sample_shape`` (C, H, W) as a function of the batch
     (arguments as :func:`estimate`)."""
+    if isinstance(sample_shape, (str, bytes)) or not isinstance(sample_shape, (tuple, list, torch.Size)):
+        raise TypeError(f"sample_shape must be a tuple (channels, height, width), got {sample_shape!r}")
     shape = _check(model, (1, *tuple(sample_shape)), profile, frozen_param_bits, optimizer, backward)
     root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer,
                                                       profile, backward)
