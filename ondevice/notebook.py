@@ -59,3 +59,42 @@ def setup(seed: int = 0) -> NotebookConfig:
         fast=fast,
         triton_interpreter=kernels.runtime.interpreter_enabled(),
     )
+
+
+def show_source(obj, *, start: str | None = None, end: str | None = None, language: str | None = None):
+    """Library source as highlighted code (IPython's ``Code``: Pygments, inline styles, renders
+    offline in the static book). ``obj``: a function, class or Triton kernel (its ``.fn``), or a
+    path to a source file. ``start`` / ``end``: show from the first line containing ``start``
+    through the first later line containing ``end`` (both optional)."""
+    import inspect
+    import textwrap
+    from pathlib import Path
+
+    from IPython.display import Code
+
+    if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        if not path.is_file():
+            raise ValueError(f"obj must be a function, a class, a Triton kernel or an existing file, got {obj!r}")
+        text = path.read_text()
+        language = language or {".cpp": "cpp", ".py": "python", ".js": "javascript"}.get(path.suffix)
+    else:
+        target = getattr(obj, "fn", obj)  # a Triton JITFunction wraps the Python function
+        if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.ismethod(target)):
+            raise TypeError(f"obj must be a function, a class, a Triton kernel or a path, got {type(obj).__name__}")
+        text = textwrap.dedent(inspect.getsource(target))
+        language = language or "python"
+    lines = text.splitlines()
+    first = 0
+    if start is not None:
+        found = [i for i, line in enumerate(lines) if start in line]
+        if not found:
+            raise ValueError(f"start {start!r} is not in the source")
+        first = found[0]
+    last = len(lines) - 1
+    if end is not None:
+        found = [i for i, line in enumerate(lines) if end in line and i > first]
+        if not found:
+            raise ValueError(f"end {end!r} is not in the source after {start!r}")
+        last = found[0]
+    return Code("\n".join(lines[first:last + 1]), language=language)

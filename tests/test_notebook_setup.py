@@ -60,3 +60,27 @@ def test_bad_flag_names_the_variable(monkeypatch):
     monkeypatch.setenv("BOOK_FAST", "maybe")
     with pytest.raises(ValueError, match="BOOK_FAST"):
         setup()
+
+
+def test_show_source_highlights_a_function_a_kernel_and_a_slice_of_a_file():
+    from ondevice.memory import allocator
+    from ondevice.memory.step import measure_step
+    from ondevice.notebook import show_source
+    from kernels.bits import _pack_kernel
+
+    code = show_source(measure_step)
+    assert code.data.startswith("def measure_step(") and "<span" in code._repr_html_()
+    assert show_source(_pack_kernel).data.lstrip().startswith(("@", "def "))
+    cut = show_source(allocator.SOURCE, start="class CountingAllocator", end="};")
+    assert cut.data.splitlines()[0].startswith("class CountingAllocator") and cut.data.rstrip().endswith("};")
+
+
+@pytest.mark.parametrize("obj, error, match", [
+    (42, TypeError, "obj must be a function, a class, a Triton kernel or a path, got int"),
+    ("no/such/file.py", ValueError, "obj must be .* an existing file"),
+])
+def test_show_source_names_a_bad_argument(obj, error, match):
+    from ondevice.notebook import show_source
+
+    with pytest.raises(error, match=match):
+        show_source(obj)
