@@ -193,3 +193,21 @@ def test_malformed_folders_are_named(tmp_path):
         data[0]
     with pytest.raises(ValueError, match="test_fraction must be"):
         folder_loaders(tmp_path, test_fraction=1.5)
+
+
+@pytest.mark.parametrize("dtype, value, white", [(np.uint16, 60000, 65535), (np.uint8, 200, 255)])
+def test_high_bit_depth_images_keep_their_range(tmp_path, dtype, value, white):
+    from PIL import Image
+
+    from ondevice.data.folder import load_image
+
+    Image.fromarray(np.full((12, 20), value, dtype=dtype)).save(tmp_path / "grey.png")
+    if dtype is np.uint16:
+        assert Image.open(tmp_path / "grey.png").mode == "I;16"  # a 16-bit PNG, as Pillow reads it
+    x = load_image(tmp_path / "grey.png", 8)
+    assert x.shape == (3, 8, 8) and torch.allclose(x, torch.full_like(x, value / white))  # 60000 is not white
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    y = load_image(tmp_path / "ramp.png", 16)[0]
+    assert torch.allclose(y, torch.from_numpy(ramp / 65535.0).float(), atol=1e-6)  # no resize: exact levels
+    assert len(torch.unique(y)) == 256  # more levels than 8 bits could hold

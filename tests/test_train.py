@@ -57,7 +57,42 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="no trainable parameters"):
         fit(model, loader(), progress=False)
     model = methods.apply(model, "ft_last")
-    with pytest.raises(ValueError, match="epochs must be >= 1"):
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
         fit(model, loader(), epochs=0)
     with pytest.raises(ValueError, match="lr must be > 0"):
         fit(model, loader(), lr=0)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path):
+    def fresh():
+        torch.manual_seed(0)
+        return methods.apply(mobilenet_v2(num_classes=3), "tinytl_b")
+
+    def shuffled():  # reshuffles every epoch, from its own seeded generator
+        return DataLoader(loader().dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5))
+
+    def accuracy(model):
+        return evaluate(model, loader())
+
+    whole = fresh()
+    straight = fit(whole, shuffled(), epochs=3, lr=1e-2, seed=1, progress=False, on_epoch=accuracy)
+
+    class Interrupted(Exception):
+        pass
+
+    def crash_in_epoch_2(model):
+        if len(calls) == 1:
+            raise Interrupted
+        calls.append(1)
+        return accuracy(model)
+
+    calls, file = [], tmp_path / "ckpt.pt"
+    with pytest.raises(Interrupted):  # epoch 1 is saved, epoch 2 is lost
+        fit(fresh(), shuffled(), epochs=3, lr=1e-2, seed=1, progress=False, checkpoint=file, on_epoch=crash_in_epoch_2)
+    resumed = fresh()
+    history = fit(resumed, shuffled(), epochs=3, lr=1e-2, seed=1, progress=False, checkpoint=file, on_epoch=accuracy)
+    assert history.loss == straight.loss and history.extra == straight.extra and len(history.extra) == 3
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert history.seconds > 0
+    with pytest.raises(ValueError, match="checkpoint .* is of a run of 3 epochs"):
+        fit(fresh(), shuffled(), epochs=2, lr=1e-2, progress=False, checkpoint=file)

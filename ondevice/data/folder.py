@@ -73,22 +73,39 @@ class ImageFolder(Dataset):
 
 def load_image(path: Path, resolution: int) -> torch.Tensor:
     """One image as float32 (3, resolution, resolution) in [0, 1]: shorter side resized to
-    ``resolution`` (bilinear), then centre-cropped."""
+    ``resolution`` (bilinear), then centre-cropped. 8-bit images are divided by 255; 16-bit
+    grey levels (Pillow's modes ``I;16*`` and ``I``, e.g. 16-bit PNG or TIFF) by 65535; float
+    images (mode ``F``) are taken as they are; values are clipped to [0, 1]. Grey images are
+    repeated over the 3 channels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img, white = _full_range(img)
             w, h = img.size
             scale = resolution / min(w, h)
             size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
             img = img.resize(size, Image.Resampling.BILINEAR)
             left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
             img = img.crop((left, top, left + resolution, top + resolution))
-            array = np.asarray(img, dtype=np.uint8)
+            array = np.asarray(img, dtype=np.float32) / white
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read image {str(path)!r}: {error}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    if array.ndim == 2:  # one grey plane
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).clamp_(0.0, 1.0)
+
+
+def _full_range(img):
+    """(an image Pillow resizes without losing its range, the value of white in it): a 16-bit or
+    float grey image as one float plane (converting it to RGB would clip it to 8 bits: a 16-bit
+    value of 60000 would read as white), anything else as 8-bit RGB."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        white = 1.0 if img.mode == "F" else 65535.0
+        return Image.fromarray(np.asarray(img, dtype=np.float32)), white
+    return img.convert("RGB"), 255.0
 
 
 def _split_folder(root: Path) -> tuple[Path, Path] | None:
