@@ -7,8 +7,9 @@
 - :func:`measure_step`: the allocator's peak over a whole training step, by category (chapter 5).
 """
 
-from .estimate import (FROZEN_BITS, OPTIMIZERS, PROFILES, Layer, MemoryCurve, MemoryReport,
-                       estimate, memory_curve, step_timeline)
+from .curve import MemoryCurve, memory_curve, step_timeline
+from .estimate import FROZEN_BITS, OPTIMIZERS, PROFILES, estimate
+from .report import Layer, MemoryReport
 from .measure import Measurement, SavedTensor, SavedTensorLog, measure
 from .step import CATEGORIES, StepMeasurement, StepOutOfMemory, measure_step
 from . import kernel_rules, lean_rules  # noqa: F401  (rules of the fused kernels and the lean twins, chapter 4)

@@ -21,19 +21,19 @@ Parameters: trainable ones at their dtype; frozen conv and linear weights at
 shifts) at their dtype. The ``paper`` profile charges every frozen parameter at
 ``frozen_param_bits``, as TinyTL's profiler does.
 
-Peak (``pytorch`` profile) is a model of the activation memory over one step, in call order:
-during the forward pass, before each leaf layer, what is kept so far + the leaf's input and
-output + the inputs that residual blocks hold for their add; during the backward pass, at each
-leaf in reverse, what is still kept + the gradients of its output and input. Allocator rounding
-and workspaces are not modelled (chapter 5 compares with CUDA measurements).
+The ``total`` (``pytorch`` and ``masked`` profiles) is the peak of a whole training step:
+:func:`peak_model` walks the step in the order it runs (:mod:`.step_model`: forward, loss,
+backward, the optimizer's update), with the backend's workspaces (:mod:`.workspace`), and takes
+the largest moment; chapter 5 ("Theory meets the allocator") measures it against the allocator.
+The result types are in :mod:`.report`; the same model as a function of the batch, and moment by
+moment, in :mod:`.curve`.
 """
 
 from __future__ import annotations
 
 import operator
-import math
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,131 +42,15 @@ from ..blocks import InvertedResidual
 from ..models.resnet import ResidualBlock
 from . import paper
 from . import step_model
-from .rules import MEASURED, MODES, Context, Stored, rule_for
+from .parameter_bytes import OPTIMIZERS, optimizer_temporaries, parameter_bytes, parameters_of, step_base
+from .report import Layer, MemoryReport
+from .rules import MODES, Context, Stored, rule_for
 from .step_model import StepPlan
 from .workspace import workspace
 from .trace import Call, trace
 
 PROFILES = ("pytorch", "paper", "masked")
-OPTIMIZERS = {"sgd": 0, "momentum": 1, "adam": 2}  # state tensors per trainable parameter
 FROZEN_BITS = (32, 16, 8, 4)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One row of the per-layer table (``pytorch`` profile)."""
-
-    name: str
-    type: str
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...] | None
-    saved: int  # bytes this layer adds to the kept tensors (a shared tensor counts once)
-    stored: tuple[str, ...]  # what it keeps and why
-
-    @property
-    def how(self) -> str:
-        """``"measured, no rule"`` when the fallback measured (part of) what this layer keeps
-        (:mod:`.fallback`), else ``"derived"`` (its rule, or the rules of its own calls)."""
-        return MEASURED if any(s.startswith(MEASURED) for s in self.stored) else "derived"
-
-
-@dataclass(frozen=True)
-class MemoryReport:
-    """Training memory in bytes.
-
-    ``pytorch`` and ``masked`` profiles: ``total`` is the modelled peak of a whole training step
-    (:mod:`.step_model`), ``at_peak`` what is alive at it by category (the categories of
-    :func:`ondevice.memory.measure_step`; ``total == sum(at_peak.values())``), ``peak_at`` where
-    it falls, ``peak`` the activation bytes at it (saved activations + temporaries).
-    ``params``, ``param_grads``, ``optimizer_state`` and ``saved_activations`` are the full
-    amounts (not all gradients need be alive at the peak). ``paper``: as TinyTL reports it,
-    ``total = params + peak``.
-    """
-
-    profile: str
-    input_shape: tuple[int, ...]
-    params: int
-    param_grads: int
-    optimizer_state: int
-    saved_activations: int
-    peak: int
-    total: int
-    layers: list[Layer] = field(repr=False, default_factory=list)
-    at_peak: dict = field(default_factory=dict)
-    peak_at: str = ""
-
-    def mb(self, name: str = "total") -> float:
-        """A field in MB (10^6 bytes, as the papers report)."""
-        return getattr(self, name) / 1e6
-
-    def summary(self) -> str:
-        parts = ["params", "param_grads", "optimizer_state", "saved_activations", "peak", "total"]
-        return f"{self.profile} profile, input {self.input_shape}: " + ", ".join(
-            f"{p} {self.mb(p):.2f} MB" for p in parts)
-
-    def table(self, top: int | None = None) -> str:
-        """The per-layer table as text (the ``top`` layers that keep the most, if given)."""
-        rows = sorted(self.layers, key=lambda l: -l.saved)[:top] if top else self.layers
-        lines = [f"{'layer':40s} {'type':18s} {'input':>20s} {'kept':>11s}  what and why"]
-        for l in rows:
-            lines.append(f"{l.name[:40]:40s} {l.type[:18]:18s} {str(l.input_shape):>20s} "
-                         f"{l.saved:>11,d}  {'; '.join(l.stored)}")
-        return "\n".join(lines)
-
-
-def _parameters(modules: list[nn.Module]) -> tuple[list[nn.Parameter], set[int]]:
-    """The distinct parameters of ``modules``, and the ids of those that are conv / linear weights
-    (one walk of the module tree serves everything)."""
-    seen: dict[int, nn.Parameter] = {}
-    weights: set[int] = set()
-    for m in modules:
-        for name, p in m._parameters.items():
-            if p is not None:
-                seen.setdefault(id(p), p)
-                if name == "weight" and isinstance(m, (nn.Conv2d, nn.Linear)):
-                    weights.add(id(p))
-    return list(seen.values()), weights
-
-
-def _frozen_bytes(p: nn.Parameter, is_weight: bool, bits: int, profile: str) -> int:
-    """Bytes of a frozen parameter stored at ``bits`` (module docstring)."""
-    if profile == "paper":  # TinyTL's profiler: every frozen value at `bits`
-        return p.numel() * bits // 8
-    if not (is_weight and p.is_floating_point() and bits < 8 * p.element_size()):
-        return p.numel() * p.element_size()  # biases, norm parameters, weights already stored small
-    scales = 4 * p.shape[0] if bits < 16 else 0  # one float32 scale per output channel
-    return -(-p.numel() * bits // 8) + scales
-
-
-def _param_bytes(params: list[nn.Parameter], weights: set[int], frozen_bits: int, optimizer: str,
-                 profile: str) -> tuple[int, int, int]:
-    trainable = frozen = tensors = 0
-    for p in params:
-        if p.requires_grad:
-            trainable += p.numel() * p.element_size()
-            tensors += 1
-        else:
-            frozen += _frozen_bytes(p, id(p) in weights, frozen_bits, profile)
-    counters = STEP_COUNTER * tensors if optimizer == "adam" and profile != "paper" else 0
-    return trainable + frozen, trainable, trainable * OPTIMIZERS[optimizer] + counters
-
-
-STEP_COUNTER = 4  # bytes: torch's Adam keeps a float32 step count per parameter tensor
-
-
-def _step_base(model: nn.Module, params: int, opt: int, shape, dtype: torch.dtype) -> tuple[dict, dict]:
-    """What is alive throughout a step, by category: (fixed bytes, bytes per sample)."""
-    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    sample = math.prod(shape[1:]) * dtype.itemsize + 8  # an image and its int64 label
-    return {"parameters": params + buffers, "optimizer state": opt}, {"other": sample}
-
-
-def _optimizer_temporaries(parameters: list[nn.Parameter], optimizer: str) -> int:
-    """The update's scratch: torch's Adam (single-tensor, on CPU) makes two temporaries the size of
-    the parameter it updates; SGD and momentum update in place."""
-    if optimizer != "adam":
-        return 0
-    return 2 * max((p.numel() * p.element_size() for p in parameters if p.requires_grad), default=0)
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -239,7 +123,7 @@ def _input_shape(input_shape) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check(model, input_shape, profile, frozen_param_bits, optimizer, backward):
+def check(model, input_shape, profile, frozen_param_bits, optimizer, backward):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     shape = _input_shape(input_shape)
@@ -254,16 +138,16 @@ def _check(model, input_shape, profile, frozen_param_bits, optimizer, backward):
     return shape
 
 
-def _prepare(model, shape, dtype, input_requires_grad, frozen_bits, optimizer, profile, backward):
+def prepare(model, shape, dtype, input_requires_grad, frozen_bits, optimizer, profile, backward):
     """The batch-1 trace, the distinct parameters, and (params, gradients, optimizer state) bytes."""
     modules = list(model.modules())
-    parameters, weights = _parameters(modules)
+    parameters, weights = parameters_of(modules)
     kernelized = (backward, frozen_bits) if profile == "masked" else None
     root = _cached_trace(model, modules, parameters, shape[1:], dtype, input_requires_grad, kernelized)
-    return root, parameters, _param_bytes(parameters, weights, frozen_bits, optimizer, profile)
+    return root, parameters, parameter_bytes(parameters, weights, frozen_bits, optimizer, profile)
 
 
-def _paper(root: Call):
+def paper_replay(root: Call):
     """The paper's replay of a trace: its layers, and kept and peak bytes per sample."""
     layers = paper.replay(root)
     return layers, sum(l.kept for l in layers), max((l.running for l in layers), default=0.0)
@@ -283,29 +167,26 @@ def estimate(model: nn.Module, input_shape, *, profile: str = "pytorch", backwar
     ``input_requires_grad``: whether the input itself needs a gradient (for a model that is a
     part of a larger network); images do not.
     """
-    shape = _check(model, input_shape, profile, frozen_param_bits, optimizer, backward)
+    shape = check(model, input_shape, profile, frozen_param_bits, optimizer, backward)
     batch = shape[0]
-    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, input_requires_grad,
-                                                      frozen_param_bits, optimizer, profile, backward)
+    root, parameters, (params, grads, opt) = prepare(model, shape, dtype, input_requires_grad,
+                                                     frozen_param_bits, optimizer, profile, backward)
     if profile == "paper":
-        layers, kept, peak = _paper(root)
+        layers, kept, peak = paper_replay(root)
         table = [Layer(l.call.name, type(l.call.module).__name__, _batched(l.call.input, batch),
                        _batched(l.call.output, batch), int(l.kept * batch),
                        (f"temporary buffer {l.temporary * batch:,.0f} B",)) for l in layers]
         return MemoryReport(profile, shape, params, grads, opt, int(kept * batch), int(peak * batch),
-                            int(peak * batch + params), table, _paper_at_peak(params, kept, peak, batch),
+                            int(peak * batch + params), table, paper_at_peak(params, kept, peak, batch),
                             "TinyTL's forward replay")
-    if device is None:
-        device = parameters[0].device.type if parameters else "cpu"
-    compiled = _compiled(root, Context(profile, device))
-    saved, table = compiled.at(batch)
-    fixed, per_sample = _step_base(model, params, opt, shape, dtype)
-    total, at_peak, where = compiled.step_peak(batch, fixed, per_sample, _optimizer_temporaries(parameters, optimizer))
+    step = peak_model(model, root, parameters, (params, opt), shape, dtype, profile, optimizer, device)
+    saved, table = step.compiled.at(batch)
+    total, at_peak, where = step.peak(batch)
     return MemoryReport(profile, shape, params, grads, opt, saved,
                         at_peak["saved activations"] + at_peak["temporaries"], total, table, at_peak, where)
 
 
-def _paper_at_peak(params: int, kept: float, peak: float, batch: int) -> dict:
+def paper_at_peak(params: int, kept: float, peak: float, batch: int) -> dict:
     """The paper profile's total by category: parameters, what is kept, the temporary buffer."""
     return {"parameters": params, "saved activations": int(kept * batch),
             "temporaries": int(peak * batch) - int(kept * batch)}
@@ -339,13 +220,54 @@ class _Compiled:
                 for call, start, end, notes in self.rows] if table else []
         return held[-1], rows
 
-    def step_peak(self, batch: int, fixed: dict, per_sample: dict, optimizer_temporaries: int):
-        """(total, bytes by category at the peak, where) of a step at ``batch``."""
-        base = dict(fixed)
-        for k, v in per_sample.items():
+
+@dataclass(frozen=True)
+class PeakModel:
+    """The peak of a training step as a function of the batch size (:func:`peak_model`): the
+    compiled rules and step plan, what is alive throughout the step (``fixed`` bytes and bytes
+    ``per_sample``, by category) and the optimizer's scratch."""
+
+    compiled: _Compiled
+    fixed: dict
+    per_sample: dict
+    optimizer_temporaries: int
+
+    @property
+    def moments(self):
+        return self.compiled.step.moments
+
+    def saved(self, batch: int) -> int:
+        """Bytes kept for backward at ``batch``."""
+        return self.compiled.at(batch, table=False)[0]
+
+    def alive_throughout(self, batch: int) -> dict:
+        base = dict(self.fixed)
+        for k, v in self.per_sample.items():
             base[k] = base.get(k, 0) + v * batch
-        total, index, at_peak = self.step.peak(batch, base, optimizer_temporaries)
-        return total, at_peak, self.step.moments[index].layer
+        return base
+
+    def columns(self, batch: int):
+        """Bytes alive by category (rows: moments, columns: categories)."""
+        return self.compiled.step.columns(batch, self.alive_throughout(batch), self.optimizer_temporaries)
+
+    def peak(self, batch: int) -> tuple[int, dict, str]:
+        """(total, bytes by category at the peak, the moment where it falls) at ``batch``."""
+        total, index, at_peak = self.compiled.step.peak(batch, self.alive_throughout(batch),
+                                                        self.optimizer_temporaries)
+        return total, at_peak, self.moments[index].layer
+
+
+def peak_model(model: nn.Module, root: Call, parameters: list[nn.Parameter], fixed_bytes: tuple[int, int],
+               shape, dtype: torch.dtype, profile: str, optimizer: str, device: str | None) -> PeakModel:
+    """The step's peak model for a traced ``model`` (``pytorch`` or ``masked`` profile). The
+    compiled rules are cached on the trace, per profile and device (:func:`_compiled`); the
+    rest is a few sums. ``fixed_bytes``: (parameter bytes, optimizer state bytes)."""
+    if device is None:
+        device = parameters[0].device.type if parameters else "cpu"
+    params, opt = fixed_bytes
+    fixed, per_sample = step_base(model, params, opt, shape, dtype)
+    return PeakModel(_compiled(root, Context(profile, device)), fixed, per_sample,
+                     optimizer_temporaries(parameters, optimizer))
 
 
 def _compile(root: Call, ctx: Context) -> _Compiled:
@@ -403,101 +325,3 @@ def _compiled(root: Call, ctx: Context) -> _Compiled:
     if key not in cache:
         cache[key] = _compile(root, ctx)
     return cache[key]
-
-
-@dataclass(frozen=True)
-class MemoryCurve:
-    """Training memory of one configuration as a function of the batch size.
-
-    Built once by :func:`memory_curve` (a trace, the profile's rules and the step's moments);
-    afterwards :meth:`report`, :meth:`total` and :meth:`largest_batch` are arithmetic, fast enough
-    for a slider.
-    """
-
-    profile: str
-    sample_shape: tuple[int, ...]
-    params: int
-    param_grads: int
-    optimizer_state: int
-    _step: object = field(repr=False)  # batch -> (saved activations, total, at_peak, where)
-
-    def peak(self, batch: int) -> int:
-        _, _, at_peak, _ = self._step(batch)
-        return at_peak["saved activations"] + at_peak["temporaries"]
-
-    def report(self, batch: int) -> MemoryReport:
-        """``estimate(...)`` at this batch size, without the per-layer table."""
-        saved, total, at_peak, where = self._step(batch)
-        return MemoryReport(self.profile, (batch, *self.sample_shape), self.params, self.param_grads,
-                            self.optimizer_state, saved, at_peak["saved activations"] + at_peak["temporaries"],
-                            total, [], at_peak, where)
-
-    def total(self, batch: int) -> int:
-        """Equals ``estimate(...).total`` at this batch size."""
-        return self._step(batch)[1]
-
-    def largest_batch(self, budget: float, max_batch: int = 1024) -> int:
-        """The largest batch size <= ``max_batch`` whose total fits ``budget`` bytes (0: none)."""
-        if self.total(1) > budget:
-            return 0
-        lo, hi = 1, max_batch  # total grows with the batch: bisect for the last fit
-        if self.total(hi) <= budget:
-            return hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if self.total(mid) <= budget else (lo, mid)
-        return lo
-
-
-def memory_curve(model: nn.Module, sample_shape, *, profile: str = "pytorch", backward: str = "exact",
-                 frozen_param_bits: int = 32, optimizer: str = "sgd",
-                 dtype: torch.dtype = torch.float32, device: str | None = None) -> MemoryCurve:
-    """Memory of ``model`` on inputs of ``sample_shape`` (C, H, W) as a function of the batch
-    (arguments as :func:`estimate`)."""
-    if isinstance(sample_shape, (str, bytes)) or not isinstance(sample_shape, (tuple, list, torch.Size)):
-        raise TypeError(f"sample_shape must be a tuple (channels, height, width), got {sample_shape!r}")
-    shape = _check(model, (1, *tuple(sample_shape)), profile, frozen_param_bits, optimizer, backward)
-    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer,
-                                                      profile, backward)
-    if profile == "paper":
-        _, kept, peak = _paper(root)
-
-        def paper_step(batch: int):
-            at_peak = _paper_at_peak(params, kept, peak, batch)
-            return int(kept * batch), int(peak * batch) + params, at_peak, "TinyTL's forward replay"
-
-        return MemoryCurve(profile, shape[1:], params, grads, opt, paper_step)  # rounded as estimate() rounds
-    if device is None:
-        device = parameters[0].device.type if parameters else "cpu"
-    compiled = _compiled(root, Context(profile, device))
-    fixed, per_sample = _step_base(model, params, opt, shape, dtype)
-    temporaries = _optimizer_temporaries(parameters, optimizer)
-
-    def step(batch: int):
-        total, at_peak, where = compiled.step_peak(batch, fixed, per_sample, temporaries)
-        return compiled.at(batch, table=False)[0], total, at_peak, where
-
-    return MemoryCurve(profile, shape[1:], params, grads, opt, step)
-
-
-def step_timeline(model: nn.Module, input_shape, *, profile: str = "pytorch", backward: str = "exact",
-                  frozen_param_bits: int = 32, optimizer: str = "sgd", dtype: torch.dtype = torch.float32,
-                  device: str | None = None) -> list[tuple[str, str, dict]]:
-    """The modelled step moment by moment: (phase, layer, bytes alive by category) in the order a
-    step runs them (forward, loss, backward, optimizer), arguments as :func:`estimate`; the
-    largest moment is ``estimate(...).total`` (``pytorch`` and ``masked`` profiles)."""
-    if profile == "paper":
-        raise ValueError("profile must be 'pytorch' or 'masked': the paper profile models no step")
-    shape = _check(model, input_shape, profile, frozen_param_bits, optimizer, backward)
-    root, parameters, (params, grads, opt) = _prepare(model, shape, dtype, False, frozen_param_bits, optimizer,
-                                                      profile, backward)
-    if device is None:
-        device = parameters[0].device.type if parameters else "cpu"
-    compiled = _compiled(root, Context(profile, device))
-    fixed, per_sample = _step_base(model, params, opt, shape, dtype)
-    base = dict(fixed)
-    for k, v in per_sample.items():
-        base[k] = base.get(k, 0) + v * shape[0]
-    columns = compiled.step.columns(shape[0], base, _optimizer_temporaries(parameters, optimizer))
-    return [(m.phase, m.layer, {c: int(columns[i, k]) for k, c in enumerate(step_model.CATEGORIES)})
-            for i, m in enumerate(compiled.step.moments)]
