@@ -1,4 +1,4 @@
-"""Triton kernels of the book, each with a plain-torch twin (design.md §5).
+"""Triton kernels of the book, each with a plain-torch twin (chapter 4, ``book/04_kernels``).
 
 - :mod:`.bits`: pack / unpack 1-bit masks (chapter 4, "Bit packing");
 - :mod:`.group_norm_act` and :class:`GroupNormAct`: GroupNorm + activation fused, keeping a 1-bit

@@ -46,7 +46,11 @@ if triton is not None:
         return y
 
     @triton.jit
-    def act_mask(z, threshold, ACT: tl.constexpr):
+    def act_mask(
+        z,  # float32 tile, the activation's input
+        threshold,  # Hard-Swish's surrogate threshold tau (unused for the others)
+        ACT: tl.constexpr,  # activation code (CODES)
+    ):
         """The 1-bit mask of :func:`kernels.activations.mask_bits` (``threshold``: hardswish's
         surrogate threshold; unused for relu and relu6)."""
         if ACT == 0:

@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
 _IDENTITY: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # mean 0, rstd 1
 
 
-def affine_act_forward_reference(x, scale, shift, activation: str, surrogate: Surrogate | None,
+def affine_act_forward_reference(x, scale, shift, *, activation: str, surrogate: Surrogate | None,
                                  write_mask: bool):
     """Plain-torch twin of :func:`affine_act_forward`: ``(y, words)``, ``words`` None unless
     ``write_mask``. ``z = x * scale + shift`` is computed in float32 (one ``addcmul``) and rounded
@@ -61,46 +61,78 @@ def affine_act_forward_reference(x, scale, shift, activation: str, surrogate: Su
     it; the activation then overwrites ``z``, so ``y`` is the only tensor of ``x``'s size made."""
     C = x.shape[1]
     z = torch.addcmul(shift.float().view(1, C, 1, 1), x.float(), scale.float().view(1, C, 1, 1)).to(x.dtype)
-    words = activations.packed_mask(z, activation, STEP if surrogate is None else surrogate) if write_mask else None
-    return activations.forward(z, activation, inplace=True), words
+    words = None
+    if write_mask:
+        words = activations.packed_mask(z, activation, STEP if surrogate is None else surrogate)
+    y = activations.forward(z, activation, inplace=True)
+    return y, words
 
 
 if triton is not None:
 
     @triton.jit
-    def affine_act_tile(v, a, b, threshold, ACT: tl.constexpr, OUT_DTYPE: tl.constexpr):
+    def affine_act_tile(
+        v,  # float32 tile: x_hat (GroupNorm) or x (affine_act)
+        a,  # per-row scale, broadcast over the tile (gamma)
+        b,  # per-row shift, broadcast over the tile (beta)
+        threshold,  # Hard-Swish's surrogate threshold tau
+        ACT: tl.constexpr,  # activation code (kernels.activations_triton.CODES)
+        OUT_DTYPE: tl.constexpr,  # y's dtype: z is rounded to it, as a separate norm layer would
+    ):
         """Device function: ``z = v * a + b`` in float32, rounded to ``OUT_DTYPE``; returns
         ``f(z)`` in ``OUT_DTYPE`` and the mask bits of ``z``."""
         z = (v * a + b).to(OUT_DTYPE).to(tl.float32)
         return act_forward(z, ACT).to(OUT_DTYPE), act_mask(z, threshold, ACT)
 
     @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters"])
-    def _norm_act_fwd_kernel(x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, y_ptr, words_ptr, n_rows, C, Cg, HW,
-                             iters, threshold, ACT: tl.constexpr, WRITE_MASK: tl.constexpr,
-                             ROWS: tl.constexpr, SEGS: tl.constexpr):
-        # Program (i, j): rows i*ROWS.. (row r is sample r // C, channel r % C, statistics of slab
-        # r // Cg), tiles j*iters.. along them. Normalise, scale, shift, activate; write y and the mask.
-        block, chunk = tile_ids(True)
+    def _norm_act_fwd_kernel(
+        x_ptr,  # input, (N, C, H, W) contiguous, read as N*C rows of HW elements
+        mean_ptr,  # float32, one mean per slab (per (sample, group); one slab of 0 for affine_act)
+        rstd_ptr,  # float32, one 1/sqrt(var + eps) per slab (1 for affine_act)
+        w_ptr,  # float32 (C,): gamma, the per-channel scale
+        b_ptr,  # float32 (C,): beta, the per-channel shift
+        y_ptr,  # output, like x
+        words_ptr,  # int32 mask words, bit i % 32 of word i // 32 (unused unless WRITE_MASK)
+        n_rows,  # N * C
+        C,  # channels
+        Cg,  # rows per slab: channels per group (GroupNorm), N * C (affine_act)
+        HW,  # elements per row, H * W
+        iters,  # tiles per program along a row (kernels.tiling.row_grid)
+        threshold,  # Hard-Swish's surrogate threshold (its mask bit is z > threshold)
+        ACT: tl.constexpr,  # activation code (kernels.activations_triton.CODES)
+        WRITE_MASK: tl.constexpr,  # whether to pack and store the 1-bit mask
+        ROWS: tl.constexpr,  # rows per tile
+        SEGS: tl.constexpr,  # 32-element segments per row of a tile
+    ):
+        # Legend: a row is one (sample, channel) of HW elements; a slab is Cg consecutive rows,
+        # which share one mean and rstd. Row r is sample r // C, channel r % C, slab r // Cg.
+        # Program (i, j) owns rows i*ROWS.. and tiles j*iters.. along them, walked in reverse
+        # grid order (the statistics pass read them last: they may still be in L2).
+        block, chunk = tile_ids(REVERSED=True)
         rows, rows1 = tile_rows(block, ROWS)
         live = rows < n_rows
-        chan = rows % C
+        channel = rows % C
         slab = rows // Cg
+        # Per row: its slab's statistics, its channel's gamma and beta.
         mean = tl.load(mean_ptr + slab, mask=live, other=0.0)
         rstd = tl.load(rstd_ptr + slab, mask=live, other=0.0)
-        gam = tl.load(w_ptr + chan, mask=live, other=0.0)
-        bet = tl.load(b_ptr + chan, mask=live, other=0.0)
+        gamma = tl.load(w_ptr + channel, mask=live, other=0.0)
+        beta = tl.load(b_ptr + channel, mask=live, other=0.0)
         for i in range(0, iters):
             col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
+            # Normalise, scale, shift, activate; write y and (optionally) the mask.
             x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
-            y, m = affine_act_tile(x_hat, gam, bet, threshold, ACT, y_ptr.dtype.element_ty)
+            y, bits = affine_act_tile(x_hat, gamma, beta, threshold, ACT, y_ptr.dtype.element_ty)
             tl.store(y_ptr + idx, y, mask=inside)
             if WRITE_MASK:
-                store_segments(words_ptr, m & inside, rows * HW + seg_col, live & (seg_col < HW), HW)
+                seg_first = rows * HW + seg_col  # flat index of each 32-element segment's first element
+                seg_inside = live & (seg_col < HW)
+                store_segments(words_ptr, bits & inside, seg_first, seg_inside, HW)
 
 
-def norm_act_forward(x, mean, rstd, slab_rows: int, weight, bias, activation: str, surrogate: Surrogate | None,
-                     write_mask: bool):
+def norm_act_forward(x, mean, rstd, *, slab_rows: int, weight, bias, activation: str,
+                     surrogate: Surrogate | None, write_mask: bool):
     """``(y, words)`` of ``y = f(weight_c * (x - mean) * rstd + bias_c)``, one Triton launch over the
     tiles of :mod:`kernels.tiling`: row ``r`` (sample ``r // C``, channel ``r % C``) is normalised
     with ``mean[r // slab_rows]``, ``rstd[r // slab_rows]`` (float32). GroupNorm passes its
@@ -114,12 +146,14 @@ def norm_act_forward(x, mean, rstd, slab_rows: int, weight, bias, activation: st
     w, b = channel_vectors(weight, bias, C, x.device)
     y = torch.empty_like(x)
     words = None
-    if write_mask:  # words shared by two rows are OR-ed in: they must start at zero
-        words = (torch.empty if hw % BITS == 0 else torch.zeros)(packed_words(x.numel()), dtype=torch.int32,
-                                                                 device=x.device)
+    if write_mask and hw % BITS == 0:  # every mask word belongs to one row: plain stores
+        words = torch.empty(packed_words(x.numel()), dtype=torch.int32, device=x.device)
+    elif write_mask:  # words shared by two rows are OR-ed in: they must start at zero
+        words = torch.zeros(packed_words(x.numel()), dtype=torch.int32, device=x.device)
+    dummy = y  # stands for the pointers a constexpr flag switches off
     plan = row_grid(N * C, hw, sm_count(x.device))
     threshold = (STEP if surrogate is None else surrogate).threshold
-    launch(_norm_act_fwd_kernel, plan.grid, x, mean, rstd, w, b, y, y if words is None else words, N * C, C,
+    launch(_norm_act_fwd_kernel, plan.grid, x, mean, rstd, w, b, y, dummy if words is None else words, N * C, C,
            slab_rows, hw, plan.iters, float(threshold), ACT=code(activation), WRITE_MASK=write_mask, ROWS=ROWS,
            SEGS=SEGS, num_warps=NUM_WARPS)
     return y, words
@@ -131,14 +165,16 @@ def _identity_stats(device) -> tuple[torch.Tensor, torch.Tensor]:
     return _IDENTITY[device]
 
 
-def affine_act_forward(x, scale, shift, activation: str, surrogate: Surrogate | None,
+def affine_act_forward(x, scale, shift, *, activation: str, surrogate: Surrogate | None,
                        write_mask: bool, backend: str):
     """``(y, words)`` of ``y = f(scale * x + shift)`` (per channel), one Triton kernel;
     ``words`` is the packed mask (None unless ``write_mask``). Arguments are not checked here."""
     if backend == "torch":
-        return affine_act_forward_reference(x, scale, shift, activation, surrogate, write_mask)
+        return affine_act_forward_reference(x, scale, shift, activation=activation, surrogate=surrogate,
+                                            write_mask=write_mask)
     zero, one = _identity_stats(x.device)
-    return norm_act_forward(x, zero, one, x.shape[0] * x.shape[1], scale, shift, activation, surrogate, write_mask)
+    return norm_act_forward(x, zero, one, slab_rows=x.shape[0] * x.shape[1], weight=scale, bias=shift,
+                            activation=activation, surrogate=surrogate, write_mask=write_mask)
 
 
 @dataclass(frozen=True)
@@ -164,8 +200,9 @@ class _Spec:
 class _AffineAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, shift, spec: _Spec):
-        plan = saved_by_affine_act(ctx.needs_input_grad[0], ctx.needs_input_grad[2])
-        y, words = affine_act_forward(x, scale, shift, spec.activation, spec.surrogate, plan.mask, spec.backend)
+        plan = saved_by_affine_act(need_dx=ctx.needs_input_grad[0], need_shift=ctx.needs_input_grad[2])
+        y, words = affine_act_forward(x, scale, shift, activation=spec.activation, surrogate=spec.surrogate,
+                                      write_mask=plan.mask, backend=spec.backend)
         ctx.save_for_backward(words, scale if plan.scale else None)
         ctx.spec = spec
         ctx.shift_dtype = shift.dtype
@@ -221,7 +258,9 @@ def affine_act(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, activa
     check_surrogate(surrogate, activation, allow_true_derivative=False, keeps_input=MASK_ONLY)
     chosen = choose_backend(x, backend)
     if not (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or shift.requires_grad)):
-        return affine_act_forward(x, scale, shift, activation, surrogate, False, chosen)[0]
+        y, _ = affine_act_forward(x, scale, shift, activation=activation, surrogate=surrogate, write_mask=False,
+                                  backend=chosen)
+        return y
     if scale.requires_grad:
         raise ValueError("scale must not require a gradient: affine_act keeps only the 1-bit mask, and "
                          "d(scale) needs x (train only the shift, or use group_norm_act / "

@@ -132,7 +132,13 @@ if triton is not None:
         return tl.sum(bits.to(tl.int32) << shift[None, :], axis=1)
 
     @triton.jit
-    def store_segments(words_ptr, bits, seg_first, seg_inside, HW):
+    def store_segments(
+        words_ptr,  # out, int32 mask words of the whole tensor
+        bits,  # (ROWS, SEGS, 32) 0/1 values, one 32-element segment per (row, segment)
+        seg_first,  # (ROWS, SEGS, 1) flat index of each segment's first element
+        seg_inside,  # (ROWS, SEGS, 1) whether the segment holds any element
+        HW,  # elements per row (HW % 32 == 0: segments are whole words)
+    ):
         """Device function: pack a (ROWS, SEGS, 32) tile of 0/1 values, one 32-element segment of a
         row per (row, segment), into the tensor's words. ``seg_first`` (ROWS, SEGS, 1) is the index
         of each segment's first element. When rows start on a word boundary (``HW % 32 == 0``) every
@@ -149,7 +155,12 @@ if triton is not None:
             tl.atomic_or(words_ptr + (seg_first >> 5) + 1, high, mask=seg_inside & (off > 0))
 
     @triton.jit
-    def segment_bits(words_ptr, seg_first, seg_len, seg_inside):
+    def segment_bits(
+        words_ptr,  # int32 mask words of the whole tensor
+        seg_first,  # (ROWS, SEGS, 1) flat index of each segment's first element
+        seg_len,  # (ROWS, SEGS, 1) elements of the segment that exist (may exceed 32)
+        seg_inside,  # (ROWS, SEGS, 1) whether the segment holds any element
+    ):
         """Device function: the mask bits (0/1 int32) of a (ROWS, SEGS, 32) tile's segments, 32
         consecutive elements from ``seg_first`` (ROWS, SEGS, 1) on, of which ``seg_len`` exist.
         Two word loads a segment (its elements lie in at most two words), not one per element."""
@@ -161,13 +172,23 @@ if triton is not None:
         return tl.where(k < 32, low >> (k & 31), high >> (k & 31)) & 1
 
     @triton.jit
-    def bit_at(words_ptr, index, inside):
+    def bit_at(
+        words_ptr,  # int32 mask words
+        index,  # flat element indices (any shape)
+        inside,  # whether each index exists (same shape)
+    ):
         """Device function: bit ``index % 32`` of word ``index // 32``, as 0/1 int32 (0 outside)."""
         w = tl.load(words_ptr + (index >> 5), mask=inside, other=0)
         return (w >> (index & 31).to(tl.int32)) & 1
 
     @triton.jit(do_not_specialize=["n_elements", "n_words"])
-    def _pack_kernel(mask_ptr, words_ptr, n_elements, n_words, WORDS: tl.constexpr):
+    def _pack_kernel(
+        mask_ptr,  # the mask, one byte (bool as int8) per element, flattened
+        words_ptr,  # out, int32: bit i % 32 of word i // 32 is element i
+        n_elements,  # elements of the mask
+        n_words,  # words, ceil(n_elements / 32)
+        WORDS: tl.constexpr,  # words per program
+    ):
         # A program packs WORDS words: a (WORDS, 32) tile of the mask, one row per word.
         word = tl.program_id(0) * WORDS + tl.arange(0, WORDS)
         bit = tl.arange(0, 32)
@@ -176,7 +197,12 @@ if triton is not None:
         tl.store(words_ptr + word, pack_rows(m), mask=word < n_words)
 
     @triton.jit(do_not_specialize=["n_elements"])
-    def _unpack_kernel(words_ptr, mask_ptr, n_elements, BLOCK: tl.constexpr):
+    def _unpack_kernel(
+        words_ptr,  # int32 words, the layout of _pack_kernel
+        mask_ptr,  # out, one byte (int8 0/1) per element
+        n_elements,  # elements to unpack
+        BLOCK: tl.constexpr,  # elements per program
+    ):
         # A program unpacks BLOCK elements, each reading its own word (cached: 32 neighbours
         # share it).
         index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)

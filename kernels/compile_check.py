@@ -1,5 +1,5 @@
 """Every Triton kernel of the package, compiled ahead of time for a GPU that is not here
-(chapter 4, "Speed"; design.md §5).
+(chapter 4, "Speed on a GPU", ``book/04_kernels/05_speed``).
 
 Which variants exist is asked of the launchers themselves: :func:`sweep` calls the public
 functions (``group_norm_act`` forward and backward, ``affine_act``, ``pack_bits``,
@@ -138,7 +138,7 @@ def sweep() -> list[Variant]:
                         y.backward(dy)
             for activation, (x_grad, shift_grad) in itertools.product(ACTIVATIONS, itertools.product((1, 0), (1, 0))):
                 xs, shift = x.clone().requires_grad_(bool(x_grad)), torch.randn(4).requires_grad_(bool(shift_grad))
-                y = affine_act(xs, torch.rand(4) + 0.5, shift, activation, backend="triton")
+                y = affine_act(xs, torch.rand(4) + 0.5, shift, activation=activation, backend="triton")
                 if y.requires_grad:
                     y.backward(dy)
         for n in (1, 16, 33):

@@ -56,7 +56,11 @@ from .runtime import choose_backend
 from .tiling import check_size
 
 
-def group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask):
+def _as_float(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float()
+
+
+def group_norm_act_forward_reference(x, num_groups, weight, bias, *, eps, activation, surrogate, write_mask):
     """Plain-torch twin of :func:`group_norm_act_forward`: ``(y, words, mean, rstd)``.
 
     ``z`` and the statistics come from PyTorch's own GroupNorm (``native_group_norm``, in float32
@@ -66,26 +70,32 @@ def group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activatio
     ``y`` and the packed words, nothing of ``x``'s size besides.
     """
     N, C = x.shape[:2]
-    as_float = (lambda t: None if t is None else t.float())
-    z, mean, rstd = torch.native_group_norm(as_float(x), as_float(weight), as_float(bias), N, C,
-                                            x[0, 0].numel(), num_groups, eps)
+    hw = x[0, 0].numel()
+    z, mean, rstd = torch.native_group_norm(_as_float(x), _as_float(weight), _as_float(bias), N, C, hw,
+                                            num_groups, eps)
     z = z.to(x.dtype)
-    words = activations.packed_mask(z, activation, STEP if surrogate is None else surrogate) if write_mask else None
-    return activations.forward(z, activation, inplace=True), words, mean, rstd
+    words = None
+    if write_mask:
+        words = activations.packed_mask(z, activation, STEP if surrogate is None else surrogate)
+    y = activations.forward(z, activation, inplace=True)
+    return y, words, mean, rstd
 
 
-def group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surrogate, write_mask, backend):
+def group_norm_act_forward(x, num_groups, weight, bias, *, eps, activation, surrogate, write_mask, backend):
     """``(y, words, mean, rstd)``: ``y`` like ``x``; ``words`` the packed mask (int32,
     ``ceil(numel / 32)``; None unless ``write_mask``); ``mean``, ``rstd`` float32 (N, G). Triton:
     the statistics in two launches (:func:`kernels.group_stats.group_stats`), then one launch that
     normalises, activates and packs the mask (:func:`kernels.affine_act.norm_act_forward`).
-    Arguments are not checked here (:func:`group_norm_act` does)."""
+    The arguments after ``bias`` are keyword-only, in the order of :func:`group_norm_act`; they
+    are not checked here (:func:`group_norm_act` does)."""
     if backend == "torch":
-        return group_norm_act_forward_reference(x, num_groups, weight, bias, eps, activation, surrogate, write_mask)
+        return group_norm_act_forward_reference(x, num_groups, weight, bias, eps=eps, activation=activation,
+                                                surrogate=surrogate, write_mask=write_mask)
     check_size(x)
     mean, rstd = group_stats(x, num_groups, eps)
-    y, words = norm_act_forward(x, mean, rstd, x.shape[1] // num_groups, weight, bias, activation, surrogate,
-                                write_mask)
+    channels_per_group = x.shape[1] // num_groups
+    y, words = norm_act_forward(x, mean, rstd, slab_rows=channels_per_group, weight=weight, bias=bias,
+                                activation=activation, surrogate=surrogate, write_mask=write_mask)
     return y, words, mean, rstd
 
 
@@ -104,9 +114,10 @@ def saved_by_group_norm_act(activation: str, backward: str, surrogate: Surrogate
     """What is kept, given which gradients are needed (module docstring)."""
     true_derivative = activation == "hardswish" and surrogate is None
     if not (need_dx or need_dgamma or need_dbeta):
-        return GroupNormActSaved(False, False, False)
-    x_hat = need_dx or need_dgamma or true_derivative
-    return GroupNormActSaved(x=backward == "exact" and x_hat, mask=not true_derivative, stats=x_hat)
+        return GroupNormActSaved(x=False, mask=False, stats=False)
+    needs_x_hat = need_dx or need_dgamma or true_derivative
+    keep_x = backward == "exact" and needs_x_hat  # detached mode never keeps x
+    return GroupNormActSaved(x=keep_x, mask=not true_derivative, stats=needs_x_hat)
 
 
 @dataclass(frozen=True)
@@ -123,11 +134,16 @@ class _GroupNormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, spec: _Spec):
         need = ctx.needs_input_grad
-        plan = saved_by_group_norm_act(spec.activation, spec.backward, spec.surrogate, need[0], need[1], need[2])
-        y, words, mean, rstd = group_norm_act_forward(x, spec.num_groups, weight, bias, spec.eps,
-                                                      spec.activation, spec.surrogate, plan.mask, spec.backend)
-        ctx.save_for_backward(x if plan.x else None, words, mean if plan.stats else None,
-                              rstd if plan.stats else None, weight, bias)
+        plan = saved_by_group_norm_act(spec.activation, spec.backward, spec.surrogate, need_dx=need[0],
+                                       need_dgamma=need[1], need_dbeta=need[2])
+        y, words, mean, rstd = group_norm_act_forward(x, spec.num_groups, weight, bias, eps=spec.eps,
+                                                      activation=spec.activation, surrogate=spec.surrogate,
+                                                      write_mask=plan.mask, backend=spec.backend)
+        if not plan.x:
+            x = None
+        if not plan.stats:
+            mean = rstd = None
+        ctx.save_for_backward(x, words, mean, rstd, weight, bias)
         ctx.spec = spec
         return y
 
@@ -141,7 +157,11 @@ class _GroupNormAct(torch.autograd.Function):
                 dy, x=x, words=words, mean=mean, rstd=rstd, weight=weight, bias=bias, groups=spec.num_groups,
                 activation=spec.activation, surrogate=spec.surrogate, exact=spec.backward == "exact",
                 need_dx=need[0], need_dw=need[1], need_db=need[2], backend=spec.backend)
-            grads = (dx, None if dw is None else dw.to(weight.dtype), None if db is None else db.to(bias.dtype))
+            if dw is not None:
+                dw = dw.to(weight.dtype)  # the kernels sum in float32
+            if db is not None:
+                db = db.to(bias.dtype)
+            grads = (dx, dw, db)
         return differentiable_once("group_norm_act", grads) + (None,)
 
 
@@ -175,7 +195,9 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     chosen = choose_backend(x, backend)
     params = [t for t in (weight, bias) if t is not None]
     if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))):
-        return group_norm_act_forward(x, num_groups, weight, bias, eps, activation, surrogate, False, chosen)[0]
+        y, _, _, _ = group_norm_act_forward(x, num_groups, weight, bias, eps=eps, activation=activation,
+                                            surrogate=surrogate, write_mask=False, backend=chosen)
+        return y
     if backward == "detached" and weight is not None and weight.requires_grad:
         raise ValueError("backward='detached' keeps no x, so it cannot give d(gamma): freeze weight "
                          "(requires_grad_(False)) or use backward='exact'")

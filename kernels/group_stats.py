@@ -37,11 +37,24 @@ except ImportError:  # pragma: no cover - triton is pinned in requirements.txt
 
 if triton is not None:
 
+    # Legend: a row is one (sample, channel) of HW = H * W elements; a slab is the Cg consecutive
+    # rows of one (sample, group); m2 is a sum of squared deviations from a mean; S is the number
+    # of chunks of a row (one partial (mean, m2) per row and chunk).
+
     @triton.jit(do_not_specialize=["n_rows", "iters", "S"])
-    def _row_stats_kernel(x_ptr, mean_ptr, m2_ptr, n_rows, HW, iters, S, ROWS: tl.constexpr,
-                          SEGS: tl.constexpr):
+    def _row_stats_kernel(
+        x_ptr,  # input, (N, C, H, W) contiguous, read as N*C rows of HW elements
+        mean_ptr,  # out, float32 (N*C, S): mean of each row chunk
+        m2_ptr,  # out, float32 (N*C, S): m2 of each row chunk
+        n_rows,  # N * C
+        HW,  # elements per row
+        iters,  # tiles per program along a row (kernels.tiling.row_grid)
+        S,  # chunks per row
+        ROWS: tl.constexpr,  # rows per tile
+        SEGS: tl.constexpr,  # 32-element segments per row of a tile
+    ):
         # Program (i, j): rows i*ROWS.., tiles j*iters.. along them; one partial (mean, m2) per row.
-        block, chunk = tile_ids(False)
+        block, chunk = tile_ids(REVERSED=False)
         rows, rows1 = tile_rows(block, ROWS)
         mean = tl.zeros([ROWS], dtype=tl.float32)
         m2 = tl.zeros([ROWS], dtype=tl.float32)
@@ -65,7 +78,16 @@ if triton is not None:
         tl.store(m2_ptr + out, m2, mask=rows1 < n_rows)
 
     @triton.jit
-    def _partials_at(pmean_ptr, base, p0, P, S, HW, span, BLOCK: tl.constexpr):
+    def _partials_at(
+        pmean_ptr,  # float32 (N*C, S): the partial means
+        base,  # offset of the slab's first partial
+        p0,  # first partial to read
+        P,  # partials of the slab, Cg * S
+        S,  # chunks per row
+        HW,  # elements per row
+        span,  # elements of a row per chunk
+        BLOCK: tl.constexpr,  # partials read at a time
+    ):
         """Partials ``p0 .. p0 + BLOCK`` of a slab: offsets, which exist, their counts and means."""
         p = p0 + tl.arange(0, BLOCK)
         ok = p < P
@@ -73,8 +95,18 @@ if triton is not None:
         return p, ok, n_p, tl.load(pmean_ptr + base + p, mask=ok, other=0.0)
 
     @triton.jit(do_not_specialize=["Cg", "S", "HW", "span"])
-    def _group_stats_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, Cg, S, HW, span, eps,
-                            BLOCK: tl.constexpr):
+    def _group_stats_kernel(
+        pmean_ptr,  # float32 (N*C, S): partial means from _row_stats_kernel
+        pm2_ptr,  # float32 (N*C, S): partial m2 from _row_stats_kernel
+        mean_ptr,  # out, float32 (N, G): the slab means
+        rstd_ptr,  # out, float32 (N, G): 1 / sqrt(var + eps) of each slab
+        Cg,  # rows per slab: channels per group
+        S,  # chunks per row
+        HW,  # elements per row
+        span,  # elements of a row per chunk
+        eps,  # GroupNorm's epsilon
+        BLOCK: tl.constexpr,  # partials read at a time
+    ):
         # One program per slab: merge its Cg * S partials in a fixed order.
         slab = tl.program_id(0)
         P = Cg * S

@@ -8,8 +8,8 @@ kernels-compile.json``), the waves that makes, and the bytes it moves to and fro
 :func:`predict` turns the plan into microseconds with a model whose constants are our
 assumptions, named here so that a measurement can refute them:
 
-- a launch that fills every SM streams at :data:`EFFICIENCY` of peak HBM bandwidth (design.md
-  §5: good Triton kernels reach 75-85%); one with fewer programs than SMs x programs per SM
+- a launch that fills every SM streams at :data:`EFFICIENCY` of peak HBM bandwidth (our
+  assumption, chapter 4, "Speed on a GPU": good Triton kernels reach 75-85%); one with fewer programs than SMs x programs per SM
   streams at that fraction of it (idle SMs draw no bandwidth);
 - a second read of a tensor (the forward reads x twice, the exact backward reads x, dy and the
   mask twice) hits L2 for the share of it that fits in :data:`L2_USABLE` of the L2 (the
@@ -69,7 +69,9 @@ def occupancy(table: dict | None, arch: int, dtype: torch.dtype | None = None, h
     :mod:`kernels.compile_check` table (empty without one), counting only the variants for data of
     ``dtype`` and rows of ``hw`` elements when these are given (Triton specialises on both)."""
     tt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype)
-    hw_type = None if hw is None else ("HW:i32/16" if hw % 16 == 0 else "HW:i32")
+    hw_type = None
+    if hw is not None:  # Triton specialises a row length that is a multiple of 16
+        hw_type = "HW:i32/16" if hw % 16 == 0 else "HW:i32"
     out: dict[str, int] = {}
     for row in (table or {}).get("rows", []):
         types = row["types"].split(", ")

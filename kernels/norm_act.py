@@ -88,8 +88,8 @@ class GroupNormAct(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return group_norm_act(x, self.num_groups, self.weight, self.bias, self.eps, self.activation,
-                              self.backward, self.surrogate, self.backend)
+        return group_norm_act(x, self.num_groups, self.weight, self.bias, eps=self.eps, activation=self.activation,
+                              backward=self.backward, surrogate=self.surrogate, backend=self.backend)
 
     def extra_repr(self) -> str:
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
@@ -149,7 +149,7 @@ class FrozenNormAct(nn.Module):
                              "and d(weight) needs x. Freeze it (weight.requires_grad_(False)), or use "
                              "nn.BatchNorm2d + activation to train it")
         scale, shift = self.scale_shift()
-        return affine_act(x, scale, shift, self.activation, self.surrogate, self.backend)
+        return affine_act(x, scale, shift, activation=self.activation, surrogate=self.surrogate, backend=self.backend)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, affine={self.affine}, activation={self.activation!r}, "

@@ -90,9 +90,33 @@ def norm_act_backward_reference(dy, *, x, words, mean, rstd, weight, bias, group
 
 if triton is not None:
 
+    # Legend for the kernels below: a row is one (sample, channel) of HW = H * W elements; a slab is
+    # the Cg consecutive rows of one (sample, group), with one mean and rstd = 1 / sqrt(var + eps);
+    # gamma and beta are the per-channel scale and shift (w_ptr, b_ptr); dz = dy * f'(z) is the
+    # gradient at the activation's input, read from the 1-bit mask (bit -> low or high) or, with
+    # TRUE_DERIVATIVE, recomputed from z = gamma * x_hat + beta. S is the number of chunks of a row
+    # (one partial sum per row and chunk); iters the tiles a program walks along its row chunk.
+
     @triton.jit
-    def _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam, bet, low, high,
-                 ACT: tl.constexpr, HAS_X: tl.constexpr, TRUE_DERIVATIVE: tl.constexpr, SEGS: tl.constexpr):
+    def _dz_tile(
+        dy_ptr,  # incoming gradient dL/dy, (N, C, H, W)
+        x_ptr,  # the kept input x (read only if HAS_X)
+        words_ptr,  # int32 mask words (read unless TRUE_DERIVATIVE)
+        rows,  # (ROWS, 1, 1) the tile's rows
+        n_rows,  # N * C
+        HW,  # elements per row
+        col0,  # first column of the tile
+        mean,  # (ROWS, 1, 1) each row's slab mean
+        rstd,  # (ROWS, 1, 1) each row's slab rstd
+        gamma,  # (ROWS, 1, 1) each row's channel scale
+        beta,  # (ROWS, 1, 1) each row's channel shift
+        low,  # derivative where the mask bit is 0
+        high,  # derivative where the mask bit is 1
+        ACT: tl.constexpr,  # activation code, for TRUE_DERIVATIVE
+        HAS_X: tl.constexpr,  # x is kept: compute x_hat
+        TRUE_DERIVATIVE: tl.constexpr,  # f'(z) from z instead of the mask (Hard-Swish, exact mode)
+        SEGS: tl.constexpr,  # 32-element segments per row of a tile
+    ):
         """The tile at ``col0`` (:mod:`kernels.tiling`): its indices and lanes, ``dz`` and ``x_hat``
         (float32; ``x_hat`` is ``dy`` when ``x`` is not kept)."""
         idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
@@ -101,7 +125,7 @@ if triton is not None:
         if HAS_X:
             x_hat = (tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32) - mean) * rstd
         if TRUE_DERIVATIVE:  # z rounded as the forward rounded it, then f'(z)
-            z = (x_hat * gam + bet).to(dy.dtype).to(tl.float32)
+            z = (x_hat * gamma + beta).to(dy.dtype).to(tl.float32)
             d = act_derivative(z, ACT)
         else:
             bits = segment_bits(words_ptr, rows * HW + seg_col, HW - seg_col, (rows < n_rows) & (seg_col < HW))
@@ -110,35 +134,68 @@ if triton is not None:
         return idx, inside, dz, x_hat
 
     @triton.jit
-    def _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_STATS: tl.constexpr):
+    def _row_params(
+        mean_ptr,  # float32, one mean per slab (read only if HAS_STATS)
+        rstd_ptr,  # float32, one rstd per slab (read only if HAS_STATS)
+        w_ptr,  # float32 (C,): gamma
+        b_ptr,  # float32 (C,): beta
+        rows,  # (ROWS, 1, 1) the tile's rows
+        n_rows,  # N * C
+        C,  # channels
+        Cg,  # rows per slab
+        HAS_STATS: tl.constexpr,  # False: mean 0 and rstd 1 (a frozen-statistics norm)
+    ):
         """Per row (ROWS, 1, 1): its slab's ``mean`` and ``rstd`` (0 and 1 without statistics),
         its channel's ``gamma`` and ``beta``; and the slab index."""
         live = rows < n_rows
         slab = rows // Cg
-        chan = rows % C
+        channel = rows % C
         mean = rows.to(tl.float32) * 0.0
         rstd = mean + 1.0
         if HAS_STATS:
             mean = tl.load(mean_ptr + slab, mask=live, other=0.0)
             rstd = tl.load(rstd_ptr + slab, mask=live, other=0.0)
-        gam = tl.load(w_ptr + chan, mask=live, other=0.0)
-        bet = tl.load(b_ptr + chan, mask=live, other=0.0)
-        return mean, rstd, gam, bet, slab
+        gamma = tl.load(w_ptr + channel, mask=live, other=0.0)
+        beta = tl.load(b_ptr + channel, mask=live, other=0.0)
+        return mean, rstd, gamma, beta, slab
 
     @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters", "S"])
-    def _partials_kernel(dy_ptr, x_ptr, words_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pb_ptr, pw_ptr,
-                         n_rows, C, Cg, HW, iters, S, low, high, ACT: tl.constexpr, HAS_X: tl.constexpr,
-                         TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
+    def _partials_kernel(
+        dy_ptr,  # dL/dy, (N, C, H, W)
+        x_ptr,  # the kept input x (read only if HAS_X)
+        words_ptr,  # int32 mask words (read unless TRUE_DERIVATIVE)
+        mean_ptr,  # float32 slab means (read only if HAS_X)
+        rstd_ptr,  # float32 slab rstds (read only if HAS_X)
+        w_ptr,  # float32 (C,): gamma
+        b_ptr,  # float32 (C,): beta
+        pb_ptr,  # out, float32 (N*C, S): partial sums of dz, for d(beta) and mean(g)
+        pw_ptr,  # out, float32 (N*C, S): partial sums of dz * x_hat, for d(gamma) and mean(g x_hat)
+        n_rows,  # N * C
+        C,  # channels
+        Cg,  # rows per slab
+        HW,  # elements per row
+        iters,  # tiles per program along a row
+        S,  # chunks per row: partial sums per row
+        low,  # derivative where the mask bit is 0
+        high,  # derivative where the mask bit is 1
+        ACT: tl.constexpr,  # activation code, for TRUE_DERIVATIVE
+        HAS_X: tl.constexpr,  # x is kept: also sum dz * x_hat
+        TRUE_DERIVATIVE: tl.constexpr,  # f'(z) from z instead of the mask
+        ROWS: tl.constexpr,  # rows per tile
+        SEGS: tl.constexpr,  # 32-element segments per row of a tile
+    ):
         # Program (i, j) of the tiling: per row, sum(dz) and (with x) sum(dz * x_hat) over its tiles.
-        block, chunk = tile_ids(False)
+        block, chunk = tile_ids(REVERSED=False)
         rows, rows1 = tile_rows(block, ROWS)
-        mean, rstd, gam, bet, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, HAS_X)
+        mean, rstd, gamma, beta, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg,
+                                                    HAS_STATS=HAS_X)
         part_b = tl.zeros([ROWS], dtype=tl.float32)
         part_w = tl.zeros([ROWS], dtype=tl.float32)
         for i in range(0, iters):
             col0 = (chunk * iters + i) * (SEGS * 32)
-            idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam,
-                                              bet, low, high, ACT, HAS_X, TRUE_DERIVATIVE, SEGS)
+            idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gamma,
+                                              beta, low, high, ACT=ACT, HAS_X=HAS_X,
+                                              TRUE_DERIVATIVE=TRUE_DERIVATIVE, SEGS=SEGS)
             part_b += row_sum(dz)
             if HAS_X:
                 part_w += row_sum(dz * x_hat)
@@ -148,7 +205,18 @@ if triton is not None:
             tl.store(pw_ptr + out, part_w, mask=rows1 < n_rows)
 
     @triton.jit(do_not_specialize=["C", "Cg", "S", "M"])
-    def _vjp_means_kernel(pb_ptr, pw_ptr, w_ptr, mg_ptr, mgx_ptr, C, Cg, S, M, BLOCK: tl.constexpr):
+    def _vjp_means_kernel(
+        pb_ptr,  # float32 (N*C, S): partial sums of dz
+        pw_ptr,  # float32 (N*C, S): partial sums of dz * x_hat
+        w_ptr,  # float32 (C,): gamma
+        mg_ptr,  # out, float32, one per slab: mean(g), g = gamma * dz
+        mgx_ptr,  # out, float32, one per slab: mean(g * x_hat)
+        C,  # channels
+        Cg,  # rows per slab
+        S,  # partial sums per row
+        M,  # elements per slab, Cg * HW (float)
+        BLOCK: tl.constexpr,  # partial sums read at a time
+    ):
         # One program per slab: mean(g) and mean(g * x_hat), g = gamma * dz, from its Cg * S partials.
         slab = tl.program_id(0)
         P = Cg * S
@@ -158,44 +226,87 @@ if triton is not None:
         for p0 in range(0, P, BLOCK):
             p = p0 + tl.arange(0, BLOCK)
             ok = p < P
-            gam = tl.load(w_ptr + (slab * Cg + p // S) % C, mask=ok, other=0.0)
-            acc_g += gam * tl.load(pb_ptr + base + p, mask=ok, other=0.0)
-            acc_gx += gam * tl.load(pw_ptr + base + p, mask=ok, other=0.0)
+            gamma = tl.load(w_ptr + (slab * Cg + p // S) % C, mask=ok, other=0.0)  # gamma of partial p's row
+            acc_g += gamma * tl.load(pb_ptr + base + p, mask=ok, other=0.0)
+            acc_gx += gamma * tl.load(pw_ptr + base + p, mask=ok, other=0.0)
         tl.store(mg_ptr + slab, tl.sum(acc_g, axis=0) / M)
         tl.store(mgx_ptr + slab, tl.sum(acc_gx, axis=0) / M)
 
     @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters"])
-    def _exact_dx_kernel(dy_ptr, x_ptr, words_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, mg_ptr, mgx_ptr, dx_ptr,
-                         n_rows, C, Cg, HW, iters, low, high, ACT: tl.constexpr,
-                         TRUE_DERIVATIVE: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
-        # dx = rstd * (gamma * dz - mean(g) - x_hat * mean(g * x_hat)), tile by tile.
-        block, chunk = tile_ids(True)
+    def _exact_dx_kernel(
+        dy_ptr,  # dL/dy, (N, C, H, W)
+        x_ptr,  # the kept input x
+        words_ptr,  # int32 mask words (read unless TRUE_DERIVATIVE)
+        mean_ptr,  # float32 slab means
+        rstd_ptr,  # float32 slab rstds
+        w_ptr,  # float32 (C,): gamma
+        b_ptr,  # float32 (C,): beta
+        mg_ptr,  # float32, one per slab: mean(g)
+        mgx_ptr,  # float32, one per slab: mean(g * x_hat)
+        dx_ptr,  # out, dL/dx, like dy
+        n_rows,  # N * C
+        C,  # channels
+        Cg,  # rows per slab
+        HW,  # elements per row
+        iters,  # tiles per program along a row
+        low,  # derivative where the mask bit is 0
+        high,  # derivative where the mask bit is 1
+        ACT: tl.constexpr,  # activation code, for TRUE_DERIVATIVE
+        TRUE_DERIVATIVE: tl.constexpr,  # f'(z) from z instead of the mask
+        ROWS: tl.constexpr,  # rows per tile
+        SEGS: tl.constexpr,  # 32-element segments per row of a tile
+    ):
+        # dx = rstd * (gamma * dz - mean(g) - x_hat * mean(g * x_hat)), tile by tile, in reverse
+        # grid order (the partials pass read these tiles last: they may still be in L2).
+        block, chunk = tile_ids(REVERSED=True)
         rows, rows1 = tile_rows(block, ROWS)
-        mean, rstd, gam, bet, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg, True)
+        mean, rstd, gamma, beta, slab = _row_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, rows, n_rows, C, Cg,
+                                                    HAS_STATS=True)
         m_g = tl.load(mg_ptr + slab, mask=rows < n_rows, other=0.0)
         m_gx = tl.load(mgx_ptr + slab, mask=rows < n_rows, other=0.0)
         for i in range(0, iters):
             col0 = (chunk * iters + i) * (SEGS * 32)
-            idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gam,
-                                              bet, low, high, ACT, True, TRUE_DERIVATIVE, SEGS)
-            dx = rstd * (dz * gam - m_g - x_hat * m_gx)
+            idx, inside, dz, x_hat = _dz_tile(dy_ptr, x_ptr, words_ptr, rows, n_rows, HW, col0, mean, rstd, gamma,
+                                              beta, low, high, ACT=ACT, HAS_X=True,
+                                              TRUE_DERIVATIVE=TRUE_DERIVATIVE, SEGS=SEGS)
+            dx = rstd * (dz * gamma - m_g - x_hat * m_gx)
             tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit(do_not_specialize=["n_rows", "C", "Cg", "iters", "S"])
-    def _detached_dx_kernel(dy_ptr, words_ptr, rstd_ptr, w_ptr, dx_ptr, pb_ptr, n_rows, C, Cg, HW, iters, S,
-                            low, high, HAS_STATS: tl.constexpr, ROWS: tl.constexpr, SEGS: tl.constexpr):
+    def _detached_dx_kernel(
+        dy_ptr,  # dL/dy, (N, C, H, W)
+        words_ptr,  # int32 mask words
+        rstd_ptr,  # float32 slab rstds (read only if HAS_STATS)
+        w_ptr,  # float32 (C,): gamma (a frozen norm's scale)
+        dx_ptr,  # out, dL/dx, like dy
+        pb_ptr,  # out, float32 (N*C, S): partial sums of dz, for d(beta)
+        n_rows,  # N * C
+        C,  # channels
+        Cg,  # rows per slab
+        HW,  # elements per row
+        iters,  # tiles per program along a row
+        S,  # chunks per row: partial sums per row
+        low,  # derivative where the mask bit is 0
+        high,  # derivative where the mask bit is 1
+        HAS_STATS: tl.constexpr,  # False: rstd 1 (a frozen-statistics norm)
+        ROWS: tl.constexpr,  # rows per tile
+        SEGS: tl.constexpr,  # 32-element segments per row of a tile
+    ):
         # Statistics as constants: dx = gamma * rstd * dz in one sweep, and the partial sums of dz.
-        block, chunk = tile_ids(False)
+        block, chunk = tile_ids(REVERSED=False)
         rows, rows1 = tile_rows(block, ROWS)
-        mean, rstd, gam, bet, slab = _row_params(rstd_ptr, rstd_ptr, w_ptr, w_ptr, rows, n_rows, C, Cg,
-                                                 HAS_STATS)
+        # No mean and no beta are used here: rstd_ptr and w_ptr stand in for their pointers.
+        mean, rstd, gamma, beta, slab = _row_params(rstd_ptr, rstd_ptr, w_ptr, w_ptr, rows, n_rows, C, Cg,
+                                                    HAS_STATS=HAS_STATS)
         part_b = tl.zeros([ROWS], dtype=tl.float32)
         for i in range(0, iters):
             col0 = (chunk * iters + i) * (SEGS * 32)
-            idx, inside, dz, x_hat = _dz_tile(dy_ptr, dy_ptr, words_ptr, rows, n_rows, HW, col0, 0.0, 1.0, gam,
-                                              bet, low, high, 0, False, False, SEGS)
+            # x is not kept: dy_ptr stands in for x_ptr, and x_hat is not used.
+            idx, inside, dz, x_hat = _dz_tile(dy_ptr, dy_ptr, words_ptr, rows, n_rows, HW, col0, 0.0, 1.0, gamma,
+                                              beta, low, high, ACT=0, HAS_X=False, TRUE_DERIVATIVE=False,
+                                              SEGS=SEGS)
             part_b += row_sum(dz)
-            tl.store(dx_ptr + idx, (dz * (gam * rstd)).to(dx_ptr.dtype.element_ty), mask=inside)
+            tl.store(dx_ptr + idx, (dz * (gamma * rstd)).to(dx_ptr.dtype.element_ty), mask=inside)
         tl.store(pb_ptr + rows1 * S + chunk, part_b, mask=rows1 < n_rows)
 
 
@@ -225,32 +336,38 @@ def norm_act_backward(dy, *, x, words, mean, rstd, weight, bias, groups: int, ac
     true_derivative = words is None
     low, high = activations.levels(activation, STEP if surrogate is None else surrogate)
     consts = dict(ROWS=ROWS, SEGS=SEGS, num_warps=NUM_WARPS)
-    new = (lambda: torch.empty(N * C, plan.chunks, dtype=torch.float32, device=dy.device))
+
+    def partial_sums():  # one float32 per row and chunk
+        return torch.empty(N * C, plan.chunks, dtype=torch.float32, device=dy.device)
+
     dummy = dy  # stands for the pointers a constexpr flag switches off
-    part_b, part_w, dx = new(), None, None
+    part_b, part_w, dx = partial_sums(), None, None
     if exact and x is not None:  # eq. (VJP): partial sums, their means, then dx
         x = aligned(x)
-        part_w = new()
-        launch(_partials_kernel, plan.grid, dy, x, dummy if true_derivative else words, mean, rstd, w, b, part_b,
-               part_w, N * C, C, cg, hw, plan.iters, plan.chunks, float(low), float(high),
-               ACT=code(activation) if true_derivative else 0, HAS_X=True, TRUE_DERIVATIVE=true_derivative, **consts)
+        part_w = partial_sums()
+        words_or_dummy = dummy if true_derivative else words  # no mask: f'(z) is recomputed from x
+        act_code = code(activation) if true_derivative else 0  # read only with TRUE_DERIVATIVE
+        launch(_partials_kernel, plan.grid, dy, x, words_or_dummy, mean, rstd, w, b, part_b, part_w, N * C, C, cg,
+               hw, plan.iters, plan.chunks, float(low), float(high), ACT=act_code, HAS_X=True,
+               TRUE_DERIVATIVE=true_derivative, **consts)
         if need_dx:
             m_g = torch.empty(N * groups, dtype=torch.float32, device=dy.device)
             m_gx = torch.empty_like(m_g)
             launch(_vjp_means_kernel, (N * groups,), part_b, part_w, w, m_g, m_gx, C, cg, plan.chunks,
                    float(cg * hw), BLOCK=COMBINE_BLOCK, num_warps=NUM_WARPS)
             dx = torch.empty_like(dy)
-            launch(_exact_dx_kernel, plan.grid, dy, x, dummy if true_derivative else words, mean, rstd, w, b, m_g,
-                   m_gx, dx, N * C, C, cg, hw, plan.iters, float(low), float(high),
-                   ACT=code(activation) if true_derivative else 0, TRUE_DERIVATIVE=true_derivative, **consts)
+            launch(_exact_dx_kernel, plan.grid, dy, x, words_or_dummy, mean, rstd, w, b, m_g, m_gx, dx, N * C, C,
+                   cg, hw, plan.iters, float(low), float(high), ACT=act_code, TRUE_DERIVATIVE=true_derivative,
+                   **consts)
     else:
         if need_dw:
             raise ValueError("d(gamma) needs x_hat: it is computed in exact mode only, where x is kept")
         if need_dx:  # detached statistics (or a frozen-statistics norm): dx = gamma * rstd * dz
             dx = torch.empty_like(dy)
-            launch(_detached_dx_kernel, plan.grid, dy, words, dummy if rstd is None else rstd, w, dx, part_b,
-                   N * C, C, cg, hw, plan.iters, plan.chunks, float(low), float(high), HAS_STATS=rstd is not None,
-                   **consts)
+            has_stats = rstd is not None  # False: a frozen-statistics norm (affine_act), rstd 1
+            rstd_or_dummy = rstd if has_stats else dummy
+            launch(_detached_dx_kernel, plan.grid, dy, words, rstd_or_dummy, w, dx, part_b, N * C, C, cg, hw,
+                   plan.iters, plan.chunks, float(low), float(high), HAS_STATS=has_stats, **consts)
         elif need_db:
             launch(_partials_kernel, plan.grid, dy, dummy, words, dummy, dummy, w, b, part_b, part_b, N * C, C, cg,
                    hw, plan.iters, plan.chunks, float(low), float(high), ACT=0, HAS_X=False, TRUE_DERIVATIVE=False,

@@ -26,7 +26,12 @@ def relu6_reference(x: torch.Tensor) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
-    def _relu6_kernel(x_ptr, y_ptr, n_elements, BLOCK: tl.constexpr):
+    def _relu6_kernel(
+        x_ptr,  # input, flattened
+        y_ptr,  # out, like x
+        n_elements,  # elements of x
+        BLOCK: tl.constexpr,  # elements per program
+    ):
         # One program handles BLOCK consecutive elements; the mask guards the ragged tail.
         offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         inside = offsets < n_elements

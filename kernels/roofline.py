@@ -1,4 +1,5 @@
-"""The HBM byte floor of the fused GroupNorm + activation (chapter 4, "Speed"; design.md §5).
+"""The HBM byte floor of the fused GroupNorm + activation (chapter 4, "Speed on a GPU",
+``book/04_kernels/05_speed``).
 
 A memory-bound kernel cannot be faster than the time its unavoidable traffic to and from HBM
 takes. Per element, with ``s`` bytes per element of ``x`` (and the packed mask at 1/8 byte):
@@ -22,7 +23,8 @@ import math
 
 import torch
 
-# Peak HBM bandwidth, bytes per second (design.md §5: "H100 SXM about 3.35 TB/s, H200 about 4.8").
+# Peak HBM bandwidth, bytes per second: NVIDIA's data sheets (H100 SXM 3.35 TB/s, H200 4.8 TB/s),
+# printed in chapter 4, "Speed on a GPU".
 HBM_BYTES_PER_S = {"H200": 4.8e12, "H100": 3.35e12}
 MASK_BYTES = 1 / 8
 

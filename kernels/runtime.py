@@ -2,7 +2,8 @@
 
 Triton reads ``TRITON_INTERPRET`` once, when it is first imported, so the switch must be
 thrown before any ``import triton``. Importing :mod:`kernels` calls :func:`configure` first;
-notebooks reach it through :func:`ondevice.notebook.setup` (design.md §5 and §6).
+notebooks reach it through :func:`ondevice.notebook.setup` (chapter 4, "Triton in an afternoon",
+``book/04_kernels/01_triton_primer``: what the interpreter checks and does not check).
 
 Every launcher of the package starts its kernels through :func:`launch`. Inside
 :func:`recording_launches` nothing runs: each launch is recorded instead (the kernel, its

@@ -140,7 +140,13 @@ if triton is not None:
         return r[:, None, None], r
 
     @triton.jit
-    def tile_at(rows, n_rows, HW, col0, SEGS: tl.constexpr):
+    def tile_at(
+        rows,  # (ROWS, 1, 1) the tile's rows (tile_rows)
+        n_rows,  # rows of the tensor, N * C
+        HW,  # elements per row
+        col0,  # first column of the tile
+        SEGS: tl.constexpr,  # 32-element segments per row of the tile
+    ):
         """Indices (ROWS, SEGS, 32) of the tile whose columns start at ``col0``, whether each lane
         holds an element, and the first column of each segment (1, SEGS, 1)."""
         seg_col = col0 + tl.arange(0, SEGS)[None, :, None] * 32

@@ -69,10 +69,12 @@ def test_triton_twin_and_autograd_agree(shape, activation, surrogate, seed):
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 4, 4), (3, 1, 1, 11)])
 def test_mask_words_are_pack_bits_of_the_mask(shape):
     x, scale, shift, _ = inputs(shape, seed=2)
-    _, words = affine_act_forward(x, scale, shift, "relu6", STEP, True, "triton")
+    _, words = affine_act_forward(x, scale, shift, activation="relu6", surrogate=STEP, write_mask=True,
+                                  backend="triton")
     z = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
     assert torch.equal(words, pack_bits_reference(mask_bits(z, "relu6")))
-    assert torch.equal(words, affine_act_forward_reference(x, scale, shift, "relu6", STEP, True)[1])
+    _, twin_words = affine_act_forward_reference(x, scale, shift, activation="relu6", surrogate=STEP, write_mask=True)
+    assert torch.equal(words, twin_words)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -96,8 +96,9 @@ def test_triton_and_twin_agree_in_every_mode(shape, activation, mode, surrogate,
     assert grads.keys() == grads_twin.keys()
     for k in grads:
         torch.testing.assert_close(grads[k], grads_twin[k], atol=1e-4, rtol=1e-4)
-    fused = group_norm_act_forward(x, groups, w, b, 1e-5, activation, surrogate, True, "triton")
-    twin = group_norm_act_forward_reference(x, groups, w, b, 1e-5, activation, surrogate, True)
+    options = dict(eps=1e-5, activation=activation, surrogate=surrogate, write_mask=True)
+    fused = group_norm_act_forward(x, groups, w, b, **options, backend="triton")
+    twin = group_norm_act_forward_reference(x, groups, w, b, **options)
     assert torch.equal(fused[1], twin[1])  # the packed mask, word for word
     for a, t in zip(fused[2:], twin[2:]):
         torch.testing.assert_close(a, t)
@@ -108,7 +109,8 @@ def test_triton_and_twin_agree_in_every_mode(shape, activation, mode, surrogate,
 def test_mask_is_the_bits_layout_of_the_whole_tensor_whatever_the_slab_size(shape, groups):
     # M = (C/G)HW elements per (sample, group); when M % 32 != 0 slabs share boundary words.
     x, w, b, _ = inputs(shape, seed=1)
-    y, words, mean, rstd = group_norm_act_forward(x, groups, w, b, 1e-5, "relu6", STEP, True, "triton")
+    y, words, mean, rstd = group_norm_act_forward(x, groups, w, b, eps=1e-5, activation="relu6", surrogate=STEP,
+                                                  write_mask=True, backend="triton")
     z = F.group_norm(x, groups, w, b)
     assert not near_kink(x, groups, w, b, "relu6")  # so that the bits do not depend on rounding
     assert torch.equal(words, pack_bits_reference(mask_bits(z, "relu6")))
@@ -127,7 +129,8 @@ def test_large_mean_offset_keeps_the_variance_accurate():
     assert (grads["x"].double() - ref["x"]).abs().max() < 1e-3
     assert (grads["w"].double() - ref["w"]).abs().max() < 1e-2 * ref["w"].abs().max()
     mean, var = x.double().view(2, 2, -1).mean(-1), x.double().view(2, 2, -1).var(-1, unbiased=False)
-    _, _, got_mean, got_rstd = group_norm_act_forward(x, 2, w, b, 1e-5, "relu6", STEP, False, "triton")
+    _, _, got_mean, got_rstd = group_norm_act_forward(x, 2, w, b, eps=1e-5, activation="relu6", surrogate=STEP,
+                                                      write_mask=False, backend="triton")
     torch.testing.assert_close(got_mean.double(), mean, atol=2e-3, rtol=0)
     torch.testing.assert_close(got_rstd.double(), (var + 1e-5).rsqrt(), rtol=1e-3, atol=0)
 

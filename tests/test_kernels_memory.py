@@ -71,7 +71,7 @@ def test_triton_and_twin_keep_the_same_tensors_and_half_precision_keeps_float32_
     assert sum(1 for s in m.saved if s.dtype == torch.float32 and s.shape == (2, 4)) == 2  # mean and rstd
 
 
-def saved_bytes(module, x, train_gamma):
+def saved_bytes(module, x, *, train_gamma):
     module[0].weight.requires_grad_(train_gamma)
     return measure(module, x.clone().requires_grad_(True)).saved_activations  # a middle layer: x needs a gradient
 
@@ -80,10 +80,10 @@ def saved_bytes(module, x, train_gamma):
 def test_exact_keeps_at_most_052_and_detached_at_most_one_60th_of_eager(activation):
     x = torch.randn(2, 16, 16, 16)  # float32, 8 channels per group
     act = nn.ReLU6() if activation == "relu6" else nn.Hardswish()
-    eager = saved_bytes(nn.Sequential(nn.GroupNorm(2, 16), act), x, True)
-    exact = saved_bytes(nn.Sequential(GroupNormAct(2, 16, activation=activation, backend="torch")), x, True)
+    eager = saved_bytes(nn.Sequential(nn.GroupNorm(2, 16), act), x, train_gamma=True)
+    exact = saved_bytes(nn.Sequential(GroupNormAct(2, 16, activation=activation, backend="torch")), x, train_gamma=True)
     detached = saved_bytes(nn.Sequential(GroupNormAct(2, 16, activation=activation, backward="detached",
-                                                      backend="torch")), x, False)
+                                                      backend="torch")), x, train_gamma=False)
     assert eager == 2 * x.numel() * 4 + 2 * 2 * 2 * 4  # x and the activation input; mean and rstd
     assert exact <= 0.52 * eager
     assert detached <= eager / 60
