@@ -1,4 +1,5 @@
-"""The book's library: memory accounting, notebook setup and plotting (design.md §2).
+"""The book's library: memory accounting, notebook setup and plotting (README.md,
+"Layout").
 
 Chapters and labs import from here; this package imports from :mod:`kernels`, never the
 other way round. ``ondevice.kernelize`` (:func:`ondevice.lean.kernelize`, chapter 4) is loaded

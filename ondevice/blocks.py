@@ -1,4 +1,4 @@
-"""Building blocks shared by the model zoo (design.md §4).
+"""Building blocks shared by the model zoo (chapter 1, "Whole networks"; chapters 2 and 3).
 
 Every model in :mod:`ondevice.models` is a :class:`ConvNet`: a stem, a flat ``blocks`` sequence,
 an optional final 1x1 conv, global average pooling and a classifier. Every conv that is followed
@@ -255,7 +255,8 @@ def is_mobiletl(module: nn.Module) -> bool:
 
 
 class LiteResidual(nn.Module):
-    """TinyTL's lite residual branch (Cai et al., NeurIPS 2020, §3.2; design.md §4).
+    """TinyTL's lite residual branch (Cai et al., NeurIPS 2020, §3.2; chapter 2, "The
+    lite residual module, built in steps", ``book/02_tinytl/02_lite_residual``).
 
     Runs next to an inverted residual block on the block's input ``x``, at half resolution and
     without the 6x expansion, so its activations are small: ``pool`` (2x2 average) -> ``conv1``

@@ -1,4 +1,4 @@
-"""Immediate checks for the classroom labs (``labs/``; design.md §6, "Lab shape").
+"""Immediate checks for the classroom labs (``labs/``; their shape: ``labs/index.md``).
 
 A lab's check cell runs the student's code on several cases and compares every result with a
 value that a second source computes: a measurement (:func:`ondevice.memory.measure`), a library

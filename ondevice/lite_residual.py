@@ -1,4 +1,5 @@
-"""Inserting TinyTL's lite residual branches into a network (chapter 2; design.md §4).
+"""Inserting TinyTL's lite residual branches into a network (chapter 2, "The lite residual module,
+built in steps", ``book/02_tinytl/02_lite_residual``).
 
 Every inverted residual block except the first gets a :class:`~ondevice.blocks.LiteResidual`
 branch on its input. As in TinyTL's reference code, the branch's kernel size is chosen from a

@@ -1,4 +1,5 @@
-"""The first cell of every chapter and lab (design.md §6, "Notebook conventions").
+"""The first cell of every chapter and lab (README.md: every notebook starts
+with ``cfg = setup()``).
 
 ``cfg = setup()`` seeds Python, NumPy and torch; switches Triton to its CPU interpreter when
 CUDA is absent (before anything imports triton); sets plotly's book renderer; and returns the

@@ -1,4 +1,4 @@
-"""The classroom labs as files (labs/; design.md §6, "Lab shape"). No kernel runs here:
+"""The classroom labs as files (labs/; their shape is described in labs/index.md). No kernel runs here:
 tests/test_nbgrader.py grades them, nbval runs the solved notebooks.
 
 - Every lab has a solved twin in labs/solutions/; the student notebook is what nbgrader's

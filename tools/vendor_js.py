@@ -1,4 +1,5 @@
-"""Copy the JavaScript the static book needs into ``_build/extra/vendor/`` (design.md §6).
+"""Copy the JavaScript the static book needs into ``_build/extra/vendor/`` (README.md: the
+book renders offline).
 
 Sphinx copies ``_build/extra`` to the root of the HTML output (``html_extra_path``), so the
 files land in ``_build/html/vendor/``, loaded only by the pages that need them. They must

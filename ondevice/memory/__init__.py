@@ -1,4 +1,4 @@
-"""Training memory, derived and measured (chapter 1, design.md §3).
+"""Training memory, derived and measured (chapter 1, ``book/01_memory``).
 
 - :func:`estimate`: the analytic model (per-layer rules on traced shapes; profiles ``pytorch``
   and ``paper``);

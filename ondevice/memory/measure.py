@@ -1,4 +1,5 @@
-"""Measure what autograd keeps for backward (design.md §3, "Measurement").
+"""Measure what autograd keeps for backward (the primer, "How memory is measured",
+``book/00_primer/measuring_memory``).
 
 The bytes a training step must keep between forward and backward are the tensors that
 autograd *saves*. :class:`SavedTensorLog` sees each of them through

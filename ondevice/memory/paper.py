@@ -1,7 +1,8 @@
 """The ``paper`` profile: TinyTL's memory profiler rules, to reproduce the paper's tables.
 
 TinyTL (Cai et al., NeurIPS 2020) reports *theoretical* training memory computed by a profiler
-in its reference code. Its rules, per leaf layer at batch size 1 (design.md §3):
+in its reference code. Its rules, per leaf layer at batch size 1 (chapter 1, "Whole networks",
+reproduces TinyTL's Table 2 with them):
 
 - conv and linear keep their full input (32 bit) only if their weight trains; a norm layer keeps
   its input only if its scale (gamma) trains; ReLU / ReLU6 / LeakyReLU keep 1 bit per element and

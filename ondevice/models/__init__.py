@@ -1,6 +1,6 @@
-"""The model zoo (design.md §4): the backbones of the TinyTL and MobileTL experiments, and the
-other backbones of TinyTL's Table 3 (Inception-V3, ResNet-50, MobileNetV2-1.4) and of common use
-(ResNet-18, EfficientNet-B0, MnasNet-1.0).
+"""The model zoo (chapter 1, "Whole networks", ``book/01_memory/03_networks``): the backbones of
+the TinyTL and MobileTL experiments, and the other backbones of TinyTL's Table 3 (Inception-V3,
+ResNet-50, MobileNetV2-1.4) and of common use (ResNet-18, EfficientNet-B0, MnasNet-1.0).
 
 All models are :class:`ondevice.blocks.ConvNet` built from :mod:`ondevice.blocks`; parameter
 counts with 1000-class heads match the published ones (torchvision / the ProxylessNAS release;

@@ -1,4 +1,5 @@
-"""TinyTL's normalisation swap (Cai et al., NeurIPS 2020, §3.3; design.md §4).
+"""TinyTL's normalisation swap (Cai et al., NeurIPS 2020, §3.3; chapter 2, "GroupNorm vs
+BatchNorm at small batch", ``book/02_tinytl/03_groupnorm``).
 
 BatchNorm needs large batches; on device the batch is small (8 in TinyTL), so TinyTL replaces
 every BatchNorm with GroupNorm (8 channels per group) and standardises the weights of every

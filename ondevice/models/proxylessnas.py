@@ -1,6 +1,6 @@
 """ProxylessNAS-Mobile (Cai, Zhu, Han, ICLR 2019, Fig. 4 "GPU/CPU/Mobile" architectures).
 
-The searched mobile network used as TinyTL's backbone (design.md §4): 4,080,512 parameters with
+The searched mobile network used as TinyTL's backbone (chapter 2, ``book/02_tinytl``): 4,080,512 parameters with
 a 1000-class head, ReLU6 everywhere.
 
 How the exact count is reached (all other choices give a different total):
