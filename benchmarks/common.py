@@ -11,6 +11,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 
@@ -46,6 +47,17 @@ def command(argv=None) -> str:
     """The command line that ran this script (``argv``: the arguments given to ``main``)."""
     args = sys.argv[1:] if argv is None else list(argv)
     return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *args])
+
+
+def driver_version() -> str:
+    """The NVIDIA driver's version as ``nvidia-smi`` reports it, or "unknown" (no tool, no GPU)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = out.stdout.strip().splitlines()
+    return lines[0] if out.returncode == 0 and lines else "unknown"
 
 
 def host() -> str:

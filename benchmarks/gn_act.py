@@ -33,7 +33,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 import triton
 from torch import nn
 
+from common import driver_version
 from kernels import group_norm_act
 from kernels.activations import STEP
 from kernels.norm_act import activation_module
@@ -169,15 +169,6 @@ def check_against_eager(case: Case, activation: str) -> None:
         raise AssertionError(f"{case.variant}: dx differs from eager at a fraction {far:.2e} of the elements")
     for a, b in zip(got[2:], want[2:]):
         torch.testing.assert_close(a.float(), b, atol=max(tol, 1e-2) * b.abs().max().item(), rtol=1e-2)
-
-
-def driver_version() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def benchmark(shapes: dict, dtype, activation: str, repeats: int, check: bool) -> dict:

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import driver_version
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_TESTS = ["tests/test_kernels_gn_act.py", "tests/test_kernels_affine_act.py", "tests/test_kernels_bits.py"]
 DRY_RUN_TESTS = "bits_layout or strided or once_differentiable or round_trip"  # a few, in the interpreter
@@ -54,16 +56,8 @@ def versions(dry_run: bool) -> dict:
     import triton
 
     cuda = torch.cuda.is_available() and not dry_run
-    driver = "unknown"
-    if cuda:
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30)
-            driver = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-        except (OSError, subprocess.SubprocessError):
-            pass
     return {"device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()})",
-            "driver": driver if cuda else None, "cuda": torch.version.cuda, "torch": torch.__version__,
+            "driver": driver_version() if cuda else None, "cuda": torch.version.cuda, "torch": torch.__version__,
             "triton": triton.__version__, "python": platform.python_version(), "dry_run": dry_run,
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import command, host, machine, today
+from common import command, driver_version, host, machine, today
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     device = "cpu-" + host()
     if args.device == "cuda":
         device = torch.cuda.get_device_name().replace(" ", "-")
-        info.update(cuda=torch.version.cuda, driver=torch.cuda.get_device_properties(0).name)
+        info.update(cuda=torch.version.cuda, driver=driver_version())
     result = {"what": "peak memory of a training step, measured (counting allocator / CUDA allocator) and estimated",
               "device": device, "quick": args.quick, "rows": rows, "machine": info, "date": today(),
               "command": command(argv)}

@@ -1,22 +1,15 @@
 """benchmarks/gpu_suite.py: its dry run executes the whole plan on the CPU and writes every
 result under the one folder; a failing step stops the run cleanly; no GPU, no real run."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_suite.py"
+from benchmark_script import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_suite")
 
 
 def test_dry_run_runs_every_step_and_writes_versions_results_and_logs(tmp_path):

@@ -1,22 +1,13 @@
 """benchmarks/kernelize.py: its quick mode runs the whole code path and records what it measured."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "kernelize.py"
+from benchmark_script import load_benchmark
 
 
 def test_quick_run_records_measured_bytes_equal_to_the_masked_estimate(tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))  # the benchmarks import their `common` module
-    try:
-        spec = importlib.util.spec_from_file_location("kernelize_benchmark", SCRIPT)
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-        assert bench.main(["--quick", "--steps", "1", "--out", str(tmp_path)]) == 0
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    bench = load_benchmark("kernelize")
+    assert bench.main(["--quick", "--steps", "1", "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("kernelize-quick-*.json")
     record = json.loads(path.read_text())
     assert record["quick"] and record["machine"]["torch"] and len(record["rows"]) == 3

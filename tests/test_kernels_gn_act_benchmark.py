@@ -1,19 +1,13 @@
 """benchmarks/gn_act.py: its CPU check mode runs the timed code path and writes no result."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gn_act.py"
+from benchmark_script import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("gn_act_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gn_act")
 
 
 def test_check_mode_runs_every_variant_and_writes_nothing(capsys):

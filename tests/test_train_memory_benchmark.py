@@ -1,25 +1,15 @@
 """benchmarks/train_memory.py: its quick mode runs the whole code path (a fresh process per
 configuration, measure_step, the estimate, the step time) and records it."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+from benchmark_script import load_benchmark
 from ondevice.memory import CATEGORIES
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_memory.py"
 
 
 def test_quick_run_records_the_measured_step_beside_the_estimate(tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))  # the benchmarks import their `common` module
-    try:
-        spec = importlib.util.spec_from_file_location("train_memory_benchmark", SCRIPT)
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-        assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    bench = load_benchmark("train_memory")
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "train_memory-quick-cpu.json").read_text())
     assert record["quick"] and record["machine"]["torch"] and len(record["rows"]) == 3
     for row in record["rows"]:
