@@ -1,8 +1,8 @@
 """GroupNorm + activation fused, keeping a 1-bit mask (chapter 4, "The fused forward" and "The
 backward").
 
-Forward, for sample ``n`` and group ``g`` (its ``M = (C / G) H W`` elements; chapter 2,
-"GroupNorm vs BatchNorm"):
+Forward, for sample ``n`` and group ``g`` (its slab of ``|S| = Cg H W`` elements, ``Cg = C / G``;
+chapter 2, "GroupNorm vs BatchNorm"; ``rstd`` is the book's rho):
 
     mu = mean(x),  var = mean((x - mu)^2),  rstd = 1 / sqrt(var + eps),
     x_hat = (x - mu) * rstd,   z = gamma_c * x_hat + beta_c,   y = f(z).

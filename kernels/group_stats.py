@@ -1,6 +1,6 @@
 """GroupNorm's statistics in two launches that fill any GPU (chapter 4, "The fused forward").
 
-For sample ``n`` and group ``g`` (its slab of ``M = (C / G) H W`` elements) GroupNorm needs
+For sample ``n`` and group ``g`` (its slab of ``|S| = Cg H W`` elements, ``Cg = C / G``) GroupNorm needs
 ``mu = mean(x)`` and ``rstd = 1 / sqrt(mean((x - mu)^2) + eps)``. One program per slab would give
 ``N G`` programs, 96 at (8, 96, 112, 112) with 8 channels per group and 12 at batch 1, too few for
 a GPU with 132 SMs. So the work is split (:mod:`kernels.tiling`):
@@ -13,7 +13,7 @@ a GPU with 132 SMs. So the work is split (:mod:`kernels.tiling`):
    Nowhere is ``E[x^2] - E[x]^2`` formed, so an offset of 1e4 is harmless.
 2. ``_group_stats_kernel``: one small program per slab merges its ``(C / G) * chunks`` partials
    (counts known from the grid) in a fixed order: ``mu`` relative to the first partial's mean,
-   then ``M sigma^2 = sum m2_i + sum n_i (mu_i - mu)^2``.
+   then ``|S| sigma^2 = sum m2_i + sum n_i (mu_i - mu)^2`` (``m2`` is the book's V).
 
 Fixed orders throughout and no atomics: the statistics are deterministic. The plain-torch twin
 of the whole forward is :func:`kernels.group_norm_act.group_norm_act_forward_reference`.

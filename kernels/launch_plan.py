@@ -9,8 +9,8 @@ kernels-compile.json``), the waves that makes, and the bytes it moves to and fro
 assumptions, named here so that a measurement can refute them:
 
 - a launch that fills every SM streams at :data:`EFFICIENCY` of peak HBM bandwidth (our
-  assumption, chapter 4, "Speed on a GPU": good Triton kernels reach 75-85%); one with fewer programs than SMs x programs per SM
-  streams at that fraction of it (idle SMs draw no bandwidth);
+  assumption, chapter 4, "Speed on a GPU": good Triton kernels reach 75-85%); one with fewer
+  programs than SMs x programs per SM streams at that fraction of it (idle SMs draw no bandwidth);
 - a second read of a tensor (the forward reads x twice, the exact backward reads x, dy and the
   mask twice) hits L2 for the share of it that fits in :data:`L2_USABLE` of the L2 (the
   second launch walks the tiles in reverse order, :func:`kernels.tiling.tile_ids`: what the first read last, it

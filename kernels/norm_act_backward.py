@@ -6,9 +6,9 @@ Both cores compute ``y = f(z)`` with ``z = gamma * x_hat + beta`` per channel, w
 taken from the 1-bit mask (or, for Hard-Swish in exact mode, from ``z`` recomputed from ``x``):
 
 - ``d(beta)_c = sum_{n, h, w} dz`` and ``d(gamma)_c = sum_{n, h, w} dz * x_hat``;
-- ``exact`` (the GroupNorm vector-Jacobian product, chapter 4 eq. (VJP)): with ``g = gamma * dz``
-  and means over the ``M = (C / G) H W`` elements of one (sample, group),
-  ``dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat))``;
+- ``exact`` (the GroupNorm vector-Jacobian product, chapter 4 eq. (VJP)): with ``u = gamma * dz``
+  (the book's u) and means over the ``|S| = Cg * HW`` elements of one slab (sample, group),
+  ``dx = rstd * (u - mean(u) - x_hat * mean(u * x_hat))``;
 - ``detached`` (statistics treated as constants, and the frozen-statistics norm):
   ``dx = gamma * rstd * dz``.
 
@@ -16,10 +16,11 @@ The Triton kernels work on the tiles of :mod:`kernels.tiling` (rows = (sample, c
 launch has about ``numel / 2048`` programs whatever ``N`` and ``G``. Exact mode takes three
 launches: ``_partials_kernel`` writes, per row and chunk, the partial sums ``sum dz`` and
 ``sum dz * x_hat``; ``_vjp_means_kernel`` (one small program per slab) turns them into
-``mean(g)`` and ``mean(g * x_hat)``; ``_exact_dx_kernel`` writes ``dx``. Detached mode is one
-launch, ``_detached_dx_kernel``, which writes ``dx`` and the partial sums of ``dz``. ``d(gamma)``
-and ``d(beta)`` are the partials summed over the batch and the chunks by torch, in a fixed order;
-nothing is accumulated with atomics, so every result is deterministic.
+``mean(u)`` and ``mean(u * x_hat)`` (``m_g``, ``m_gx`` in the code); ``_exact_dx_kernel``
+writes ``dx``. Detached mode is one launch, ``_detached_dx_kernel``, which writes ``dx`` and the
+partial sums of ``dz``. ``d(gamma)`` and ``d(beta)`` are the partials summed over the batch and
+the chunks by torch, in a fixed order; nothing is accumulated with atomics, so every result is
+deterministic.
 :func:`norm_act_backward_reference` is the plain-torch twin.
 """
 
@@ -168,8 +169,8 @@ if triton is not None:
         rstd_ptr,  # float32 slab rstds (read only if HAS_X)
         w_ptr,  # float32 (C,): gamma
         b_ptr,  # float32 (C,): beta
-        pb_ptr,  # out, float32 (N*C, S): partial sums of dz, for d(beta) and mean(g)
-        pw_ptr,  # out, float32 (N*C, S): partial sums of dz * x_hat, for d(gamma) and mean(g x_hat)
+        pb_ptr,  # out, float32 (N*C, S): partial sums of dz, for d(beta) and mean(u)
+        pw_ptr,  # out, float32 (N*C, S): partial sums of dz * x_hat, for d(gamma) and mean(u x_hat)
         n_rows,  # N * C
         C,  # channels
         Cg,  # rows per slab
@@ -209,15 +210,15 @@ if triton is not None:
         pb_ptr,  # float32 (N*C, S): partial sums of dz
         pw_ptr,  # float32 (N*C, S): partial sums of dz * x_hat
         w_ptr,  # float32 (C,): gamma
-        mg_ptr,  # out, float32, one per slab: mean(g), g = gamma * dz
-        mgx_ptr,  # out, float32, one per slab: mean(g * x_hat)
+        mg_ptr,  # out, float32, one per slab: mean(u), u = gamma * dz
+        mgx_ptr,  # out, float32, one per slab: mean(u * x_hat)
         C,  # channels
         Cg,  # rows per slab
         S,  # partial sums per row
         M,  # elements per slab, Cg * HW (float)
         BLOCK: tl.constexpr,  # partial sums read at a time
     ):
-        # One program per slab: mean(g) and mean(g * x_hat), g = gamma * dz, from its Cg * S partials.
+        # One program per slab: mean(u) and mean(u * x_hat), u = gamma * dz, from its Cg * S partials.
         slab = tl.program_id(0)
         P = Cg * S
         base = slab.to(tl.int64) * P
@@ -241,8 +242,8 @@ if triton is not None:
         rstd_ptr,  # float32 slab rstds
         w_ptr,  # float32 (C,): gamma
         b_ptr,  # float32 (C,): beta
-        mg_ptr,  # float32, one per slab: mean(g)
-        mgx_ptr,  # float32, one per slab: mean(g * x_hat)
+        mg_ptr,  # float32, one per slab: mean(u)
+        mgx_ptr,  # float32, one per slab: mean(u * x_hat)
         dx_ptr,  # out, dL/dx, like dy
         n_rows,  # N * C
         C,  # channels
@@ -256,7 +257,7 @@ if triton is not None:
         ROWS: tl.constexpr,  # rows per tile
         SEGS: tl.constexpr,  # 32-element segments per row of a tile
     ):
-        # dx = rstd * (gamma * dz - mean(g) - x_hat * mean(g * x_hat)), tile by tile, in reverse
+        # dx = rstd * (gamma * dz - mean(u) - x_hat * mean(u * x_hat)), tile by tile, in reverse
         # grid order (the partials pass read these tiles last: they may still be in L2).
         block, chunk = tile_ids(REVERSED=True)
         rows, rows1 = tile_rows(block, ROWS)
