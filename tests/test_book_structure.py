@@ -175,3 +175,26 @@ def test_the_exercise_check_can_fail():
     assert unsolved(["1. Do it.", "2. And this."]) == ["1. Do it.", "2. And this."]
     plain = ["**1.** Do it.", "```{admonition} Solution", "text", "```"]
     assert unsolved(plain) == ["**1.** Do it."]
+
+
+GLUE_USE = re.compile(r"\{glue(?::\w+)?\}`([A-Za-z0-9_]+)")
+GLUE_DEF = re.compile(r"""glue\(\s*(?:f?["'])([A-Za-z0-9_{}]+)["']""")
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "{glue" in markdown_of(p)], ids=rel)
+def test_every_glued_number_is_computed_by_a_cell_of_its_page(path):
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    defined = GLUE_DEF.findall(code)
+    patterns = [re.compile("^" + re.sub(r"\\\{[^}]*\\\}", "[A-Za-z0-9_]+", re.escape(d)) + "$") for d in defined]
+    missing = sorted({key for key in GLUE_USE.findall(markdown_of(path))
+                      if not any(p.match(key) for p in patterns)})
+    assert not missing, f"{rel(path)} shows glued values no cell of it computes: {missing}"
+
+
+def test_every_ref_citation_has_an_entry_on_the_references_page():
+    labels = set(re.findall(r"^\((ref-[A-Za-z0-9-]+)\)=", (BOOK / "references.md").read_text(), re.M))
+    cited = {(rel(p), key) for p in PAGES for key in re.findall(r"\{ref\}`(?:[^`<]*<)?(ref-[A-Za-z0-9-]+)>?`",
+                                                              markdown_of(p))}
+    missing = sorted(f"{page}: {key}" for page, key in cited if key not in labels)
+    assert not missing, "citations of entries book/references.md does not have:\n" + "\n".join(missing)
