@@ -63,10 +63,12 @@ if triton is not None:
             col0 = (chunk * iters + i) * (SEGS * 32)
             idx, inside, seg_col = tile_at(rows, n_rows, HW, col0, SEGS)
             k = tl.minimum(tl.maximum(HW - col0, 0), SEGS * 32).to(tl.float32)  # elements per row here
+            # Two-pass statistics of the tile, from values already in registers.
             v = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
             t_mean = row_sum(v) / tl.maximum(k, 1.0)
             d = tl.where(inside, v - t_mean[:, None, None], 0.0)
             t_m2 = row_sum(d * d)
+            # Chan's merge of this tile (k elements per row) into the running (count, mean, m2).
             total = count + k
             delta = t_mean - mean
             w = k / tl.maximum(total, 1.0)
@@ -111,20 +113,20 @@ if triton is not None:
         slab = tl.program_id(0)
         P = Cg * S
         base = slab.to(tl.int64) * P
-        M = (Cg * HW).to(tl.float32)
+        slab_size = (Cg * HW).to(tl.float32)  # |S|
         ref = tl.load(pmean_ptr + base)
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for p0 in range(0, P, BLOCK):  # the mean, relative to the first partial's
             p, ok, n_p, mu = _partials_at(pmean_ptr, base, p0, P, S, HW, span, BLOCK)
             acc += tl.where(ok, n_p * (mu - ref), 0.0)
-        mean = ref + tl.sum(acc, axis=0) / M
+        mean = ref + tl.sum(acc, axis=0) / slab_size
         acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for p0 in range(0, P, BLOCK):  # M sigma^2 = sum m2_i + sum n_i (mu_i - mu)^2
+        for p0 in range(0, P, BLOCK):  # |S| sigma^2 = sum m2_i + sum n_i (mu_i - mu)^2
             p, ok, n_p, mu = _partials_at(pmean_ptr, base, p0, P, S, HW, span, BLOCK)
             m2 = tl.load(pm2_ptr + base + p, mask=ok, other=0.0)
             acc += tl.where(ok, m2 + n_p * (mu - mean) * (mu - mean), 0.0)
         tl.store(mean_ptr + slab, mean)
-        tl.store(rstd_ptr + slab, 1.0 / tl.sqrt(tl.sum(acc, axis=0) / M + eps))
+        tl.store(rstd_ptr + slab, 1.0 / tl.sqrt(tl.sum(acc, axis=0) / slab_size + eps))
 
 
 def group_stats_grid(x: torch.Tensor) -> RowGrid:
