@@ -32,14 +32,6 @@ from .memory import FROZEN_BITS, OPTIMIZERS, PROFILES, MemoryReport, memory_curv
 from .memory.rules import MODES
 from .models import ZOO, build, to_groupnorm
 
-KIB, MIB, GIB = 2**10, 2**20, 2**30
-DEVICES = {  # the memory each device has (whole RAM); budgets after the OS and runtime: PRESETS
-    "Microcontroller (320 KiB SRAM)": 320 * KIB,
-    "Raspberry Pi Zero (512 MiB)": 512 * MIB,
-    "Phone app (1 GiB per-app limit)": 1 * GIB,
-    "Raspberry Pi 4 (2 GiB)": 2 * GIB,
-    "Jetson Nano (4 GiB)": 4 * GIB,
-}
 RESOLUTIONS = tuple(range(96, 513, 32))
 MAX_BATCH = 128
 NUM_CLASSES = 102
