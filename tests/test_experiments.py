@@ -156,3 +156,29 @@ def test_each_method_trains_exactly_its_set_on_the_shipped_backbone(method):
         if isinstance(m, torch.nn.BatchNorm2d) and (spec.frozen_stats or not any(p.requires_grad for p in m.parameters())):
             for b, _ in m.named_buffers():
                 assert torch.equal(before[f"{module_name}.{b}"], after[f"{module_name}.{b}"]), (module_name, b)
+
+
+def test_the_recorded_experiment_meets_its_setup():
+    """benchmarks/results/transfer.json, which chapter 5 reads: every row on both tasks with at
+    least 5 seeds, 100 training images per class, intervals and verdicts as the runs give them."""
+    import json
+
+    from ondevice.experiments import RECORDED, TASKS
+    from ondevice.pretrained import manifest
+
+    runs, setup, facts = load(RECORDED)
+    data = json.loads(RECORDED.read_text())
+    assert setup.n_train >= 100 and set(TASKS) == {"digits", "new_classes"}
+    seeds = {}
+    for r in runs:
+        seeds.setdefault((r.task, r.method), set()).add(r.seed)
+        assert r.measured_saved == r.saved_activations[r.trained_as] and len(r.train_curve) == setup.epochs
+    assert set(seeds) == {(t, m) for t in TASKS for m in METHODS} and min(map(len, seeds.values())) >= 5
+    assert data["summary"] == [json.loads(json.dumps(s.__dict__)) for s in summarize(runs)]
+    assert all(s["accuracy_ci95"] > 0 for s in data["summary"])
+    assert data["verdicts"] == verdicts(runs) and len(data["verdicts"]) == len(CLAIMS) * len(TASKS)
+    assert {v["verdict"] for v in data["verdicts"]} <= {"replicated", "not replicated", "inconclusive"}
+    assert all(s["command"].startswith("python benchmarks/transfer.py") and s["machine"]["cpus"] >= 1
+               for s in facts["sessions"])
+    for entry in manifest().values():  # the backbones the runs started from were trained at this resolution
+        assert entry["config"]["resolution"] == setup.resolution
