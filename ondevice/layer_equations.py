@@ -55,12 +55,18 @@ def conv2d(grad_x, grad_W, grad_b):
     return needs, keeps
 
 
-def batchnorm_train(grad_x, grad_gamma, grad_beta):
-    """Section 3, batch statistics: dx reads x_hat and 1/std; dgamma reads x_hat; dbeta nothing."""
-    needs = (BYTES * ELEMENTS if (grad_x or grad_gamma) else 0, BYTES * C if grad_x else 0)
+def _normalizing(statistics, grad_x, grad_gamma, grad_beta):
+    """A norm with batch statistics (``statistics`` mean/std pairs): dx reads x_hat and 1/std,
+    dgamma reads x_hat, dbeta nothing; PyTorch keeps x and mean, 1/std whenever a gradient flows."""
+    needs = (BYTES * ELEMENTS if (grad_x or grad_gamma) else 0, BYTES * statistics if grad_x else 0)
     any_grad = grad_x or grad_gamma or grad_beta
-    keeps = (BYTES * ELEMENTS, 2 * BYTES * C) if any_grad else (0, 0)
+    keeps = (BYTES * ELEMENTS, 2 * BYTES * statistics) if any_grad else (0, 0)
     return needs, keeps
+
+
+def batchnorm_train(grad_x, grad_gamma, grad_beta):
+    """Section 3, batch statistics: one mean and 1/std per channel."""
+    return _normalizing(C, grad_x, grad_gamma, grad_beta)
 
 
 def batchnorm_eval(grad_x, grad_gamma, grad_beta):
@@ -72,10 +78,7 @@ def batchnorm_eval(grad_x, grad_gamma, grad_beta):
 
 def groupnorm(grad_x, grad_gamma, grad_beta):
     """Section 4: batch-norm's equation with statistics per (sample, group)."""
-    needs = (BYTES * ELEMENTS if (grad_x or grad_gamma) else 0, BYTES * N * G if grad_x else 0)
-    any_grad = grad_x or grad_gamma or grad_beta
-    keeps = (BYTES * ELEMENTS, 2 * BYTES * N * G) if any_grad else (0, 0)
-    return needs, keeps
+    return _normalizing(N * G, grad_x, grad_gamma, grad_beta)
 
 
 def relu(grad_x):
