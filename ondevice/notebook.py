@@ -99,3 +99,27 @@ def show_source(obj, *, start: str | None = None, end: str | None = None, langua
             raise ValueError(f"end {end!r} is not in the source after {start!r}")
         last = found[0]
     return Code("\n".join(lines[first:last + 1]), language=language)
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (``<name>_benchmark``), as ``python benchmarks/<name>.py``
+    sees it: its folder is on ``sys.path`` while it loads (the scripts import their ``common``
+    module), and it is registered in ``sys.modules`` (dataclasses look their module up there).
+    For the pages and tests that call a benchmark's functions or its CPU check mode."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    script = folder / f"{name}.py"
+    if not script.is_file():
+        raise ValueError(f"name must be a script of {folder} (without .py), got {name!r}")
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmark_script import load_benchmark
+from ondevice.notebook import load_benchmark
 
 
 def load():

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmark_script import load_benchmark
+from ondevice.notebook import load_benchmark
 
 
 def test_quick_run_records_measured_bytes_equal_to_the_masked_estimate(tmp_path):

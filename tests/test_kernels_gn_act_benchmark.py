@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from benchmark_script import load_benchmark
+from ondevice.notebook import load_benchmark
 
 
 def load():

@@ -84,3 +84,12 @@ def test_show_source_names_a_bad_argument(obj, error, match):
 
     with pytest.raises(error, match=match):
         show_source(obj)
+
+
+def test_load_benchmark_names_the_script_and_refuses_an_unknown_one():
+    from ondevice.notebook import load_benchmark
+
+    bench = load_benchmark("gn_act")
+    assert bench.__name__ == "gn_act_benchmark" and callable(bench.main)
+    with pytest.raises(ValueError, match="name must be a script of .*benchmarks"):
+        load_benchmark("no_such_benchmark")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ondevice.data import TASKS, loaders
+from ondevice.notebook import load_benchmark
 from ondevice.pretrained import MANIFEST, WEIGHTS, build_backbone, load_pretrained, manifest, names
 from ondevice.train import evaluate
 
@@ -101,14 +102,7 @@ def test_pretraining_is_recorded_with_command_time_and_curves():
 
 
 def test_pretrain_script_runs_quickly(tmp_path, monkeypatch, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "pretrain.py"
-    monkeypatch.syspath_prepend(str(path.parent))  # as when run as a script: `import common`
-    spec = importlib.util.spec_from_file_location("pretrain", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("pretrain")
     monkeypatch.setattr("tempfile.mkdtemp", lambda prefix="": str(tmp_path))
     module.main(["--quick"])
     written = json.loads((tmp_path / "manifest.json").read_text())

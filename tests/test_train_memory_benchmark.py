@@ -3,8 +3,8 @@ configuration, measure_step, the estimate, the step time) and records it."""
 
 import json
 
-from benchmark_script import load_benchmark
 from ondevice.memory import CATEGORIES
+from ondevice.notebook import load_benchmark
 
 
 def test_quick_run_records_the_measured_step_beside_the_estimate(tmp_path):

@@ -1,7 +1,6 @@
 """benchmarks/transfer.py: the real-data recipe (an ImageFolder data set and a checkpoint in
 torchvision's format, written here), resuming, and recomputing the memory of recorded runs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,18 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from ondevice.notebook import load_benchmark
 from ondevice.pretrained import torchvision_layouts, zoo_keys
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "transfer.py"
 
 
 @pytest.fixture
-def transfer(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: `import common`
-    spec = importlib.util.spec_from_file_location("transfer_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def transfer():
+    return load_benchmark("transfer")
 
 
 def torchvision_checkpoint(path: Path, arch: str = "mobilenet_v2") -> Path:
