@@ -11,7 +11,7 @@ Before that, the in-browser what-if explorer (chapter 5) gets its files in ``_bu
 (copied to the HTML root like the vendored JavaScript): ``js/explorer/*.js`` and the numbers
 ``python -m ondevice.whatif_data`` precomputes with the memory engine (minutes on two
 cores; redone only when the library or ``benchmarks/results/train_memory-*.json`` changed).
-Notebooks run with ``OMP_NUM_THREADS=1`` (as under ``make test``) and ``BOOK_STATIC=1``, so ``ondevice.whatif.explorer()`` draws that explorer
+Notebooks run with ``BOOK_STATIC=1``, so ``ondevice.whatif.explorer()`` draws that explorer
 instead of a widget whose saved controls would do nothing without a kernel.
 
 Usage: ``python tools/build_book.py [SOURCE_DIR]`` (default: the repository root).
@@ -80,9 +80,7 @@ def build(source: Path) -> int:
     exe = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(exe), "build", str(source), "--builder", "html", "--all", "-W", "-n", "--keep-going"]
     print("+", " ".join(cmd), flush=True)
-    # One thread, as `make test` runs them: some numbers (the CPU backend's workspaces) depend on
-    # the thread count, and two OpenMP pools on two cores stall when anything else runs.
-    return subprocess.call(cmd, env={**os.environ, "BOOK_STATIC": "1", "OMP_NUM_THREADS": "1"})
+    return subprocess.call(cmd, env={**os.environ, "BOOK_STATIC": "1"})
 
 
 if __name__ == "__main__":
